@@ -1,0 +1,13 @@
+"""compressor: prune, quantize and distill PyTorch models in one training loop, and export
+smaller int8 ONNX models that ONNX Runtime really accelerates."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from compressor.models import create_model, list_models
+
+try:
+    __version__ = version("compressor")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__", "create_model", "list_models"]

@@ -1,0 +1,86 @@
+"""Exceptions raised by compressor.
+
+Every error names the offending argument, shows the bad value and, where possible, lists the
+valid values and a hint. They subclass the matching built-in exception (``ValueError``,
+``TypeError``, ...) so callers can catch either.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CompressorError",
+    "ConfigError",
+    "InvalidTypeError",
+    "UnknownNameError",
+    "DataNotFoundError",
+    "CompositionError",
+    "CaptureError",
+    "ExportError",
+    "ParityError",
+    "closest_names",
+]
+
+
+_MAX_LISTED = 25
+
+
+class CompressorError(Exception):
+    """Base class of every error raised by compressor."""
+
+
+class ConfigError(CompressorError, ValueError):
+    """An argument or configuration value is invalid."""
+
+
+class InvalidTypeError(CompressorError, TypeError):
+    """An argument has the wrong type."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name (model, dataset, criterion, layer, ...) is not one of the known ones."""
+
+    def __init__(self, what: str, value: object, valid: Iterable[str], hint: str = "") -> None:
+        valid = sorted(valid)
+        close = closest_names(str(value), valid)
+        msg = f"Unknown {what} {value!r}."
+        if close:
+            msg += f" Did you mean {', '.join(repr(c) for c in close)}?"
+        shown = ", ".join(valid[:_MAX_LISTED]) if valid else "(none)"
+        if len(valid) > _MAX_LISTED:
+            shown += f", ... ({len(valid) - _MAX_LISTED} more)"
+        msg += f" Valid values: {shown}."
+        if hint:
+            msg += f" {hint}"
+        super().__init__(msg)
+        self.what, self.value, self.valid = what, value, valid
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class DataNotFoundError(CompressorError, FileNotFoundError):
+    """A dataset's files were not found in any of the searched places."""
+
+
+class CompositionError(ConfigError):
+    """Callbacks or recipe sections are configured in a way that cannot work together."""
+
+
+class CaptureError(CompressorError, RuntimeError):
+    """``torch.export`` could not capture a model (needed for quantization)."""
+
+
+class ExportError(CompressorError, RuntimeError):
+    """A model could not be exported to ONNX or the exported file failed verification."""
+
+
+class ParityError(ExportError):
+    """The exported ONNX model's outputs do not match the PyTorch model's."""
+
+
+def closest_names(value: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` candidates that look like ``value`` (for "did you mean" hints)."""
+    return difflib.get_close_matches(value, list(candidates), n=n, cutoff=0.5)
