@@ -1,0 +1,7 @@
+"""Lightning callbacks. This is the only package of the compression library that imports
+Lightning; every callback is a thin adapter over a library function that works without it."""
+
+from compressor.callbacks.progress import EpochSummary
+from compressor.callbacks.timing import EpochTimer
+
+__all__ = ["EpochTimer", "EpochSummary"]

@@ -1,0 +1,23 @@
+"""Stores what is needed to rebuild the model (recipe, input shape) inside every checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+
+from compressor.recipes.restore import RUN_INFO_KEY
+
+__all__ = ["RunInfo"]
+
+
+class RunInfo(pl.Callback):
+    """Adds ``info`` (JSON-serialisable) to each checkpoint under ``checkpoint["compressor_run"]``,
+    so ``compressor export CKPT`` can rebuild the model without the original script."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[RUN_INFO_KEY] = self.info

@@ -1,0 +1,161 @@
+"""The ``compressor`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from compressor.errors import CompressorError
+
+__all__ = ["main", "build_parser"]
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
+def _override(text: str) -> tuple[str, Any]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must look like section.key=value, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``compressor`` command."""
+    from compressor.data.datamodules import list_datamodules
+    from compressor.models.registry import list_models
+
+    parser = argparse.ArgumentParser(
+        prog="compressor",
+        description="Prune, quantize (int8 QAT) and distill PyTorch models in one Lightning "
+                    "training loop, and export smaller int8 ONNX models.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run a built-in recipe (by name) or a recipe YAML file",
+                              description="Run a recipe end to end and write a report.")
+    run.add_argument("recipe", help="built-in recipe name (see `compressor recipes`) or a .yaml path")
+    run.add_argument("--out", help="output folder (default: runs/<recipe name>)")
+    run.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
+                     metavar="KEY=VALUE", help="override a recipe value, e.g. --set train.epochs=2")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(handler=_cmd_run)
+
+    train = commands.add_parser("train", help="train a dense baseline model",
+                                description="Train a reference model on a data set (no compression).")
+    train.add_argument("--model", default="resnet20", choices=list_models(), metavar="MODEL",
+                       help=f"reference model, one of: {', '.join(list_models())}")
+    train.add_argument("--data", default="fashion-mnist", choices=list_datamodules(),
+                       metavar="DATA", help=f"data set, one of: {', '.join(list_datamodules())}")
+    train.add_argument("--epochs", type=_int_at_least(1), default=10, help="training epochs (>= 1)")
+    train.add_argument("--batch-size", type=_int_at_least(1), default=128, help="batch size (>= 1)")
+    train.add_argument("--lr", type=_positive_float, default=0.1, help="peak learning rate (> 0)")
+    train.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+    train.add_argument("--subset", type=_int_at_least(1), help="use only this many training samples")
+    train.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.set_defaults(handler=_cmd_train)
+
+    recipes = commands.add_parser("recipes", help="list the built-in recipes")
+    recipes.set_defaults(handler=_cmd_recipes)
+
+    models = commands.add_parser("models", help="list the reference models and data sets")
+    models.set_defaults(handler=_cmd_models)
+
+    fetch = commands.add_parser(
+        "fetch-data", help="make sure Fashion-MNIST is installed",
+        description="Find Fashion-MNIST; if missing, install the Debian package "
+                    "dataset-fashion-mnist (when apt is usable) or download it into the cache.")
+    fetch.add_argument("--no-apt", action="store_true", help="do not try apt-get")
+    fetch.add_argument("--no-download", action="store_true", help="do not download")
+    fetch.set_defaults(handler=_cmd_fetch)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from compressor.recipes.loader import load_recipe
+    from compressor.recipes.runner import run_recipe
+
+    recipe = load_recipe(args.recipe, dict(args.overrides))
+    run_recipe(recipe, args.out, progress=not args.quiet)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from compressor.recipes.loader import recipe_from_dict
+    from compressor.recipes.runner import run_recipe
+
+    data: dict[str, Any] = {"name": args.data, "batch_size": args.batch_size}
+    if args.subset is not None:
+        data["subset"] = args.subset
+    recipe = recipe_from_dict({
+        "name": f"train-{args.model}-{args.data}", "seed": args.seed,
+        "model": {"name": args.model}, "data": data,
+        "train": {"epochs": args.epochs, "optimizer": {"lr": args.lr}},
+    }, source="from the command line")
+    run_recipe(recipe, args.out, progress=not args.quiet)
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from compressor.recipes.loader import builtin_recipes
+
+    for name, description in builtin_recipes().items():
+        print(f"{name:32s} {description}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from compressor.data.datamodules import list_datamodules
+    from compressor.models.registry import list_models
+
+    print("models:    " + ", ".join(list_models()))
+    print("data sets: " + ", ".join(list_datamodules()))
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from compressor.data.sources import ensure_fashion_mnist
+
+    folder = ensure_fashion_mnist(allow_apt=not args.no_apt, allow_download=not args.no_download)
+    print(f"Fashion-MNIST is in {folder}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``compressor`` command; returns the exit code."""
+    os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except CompressorError as error:
+        print(f"compressor {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

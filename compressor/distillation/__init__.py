@@ -1,0 +1,1 @@
+"""distillation (see DESIGN notes)."""

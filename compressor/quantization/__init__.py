@@ -1,0 +1,1 @@
+"""quantization (see DESIGN notes)."""

@@ -1,0 +1,63 @@
+"""Rebuilding a trained model from a checkpoint written by ``compressor run`` / ``train``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compressor.errors import ConfigError
+from compressor.models.registry import create_model
+from compressor.recipes.loader import recipe_from_dict
+from compressor.recipes.schema import Recipe
+
+__all__ = ["RestoredModel", "restore_model", "run_info", "RUN_INFO_KEY"]
+
+# Checkpoint key under which runs store their recipe and input shape (see callbacks.RunInfo).
+RUN_INFO_KEY = "compressor_run"
+
+
+
+@dataclass
+class RestoredModel:
+    """A model rebuilt from a checkpoint, with the recipe and the input shape it was trained on."""
+
+    model: nn.Module
+    recipe: Recipe
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor]:
+        """Random inputs of the training input shape (for export and benchmarks)."""
+        return (torch.randn(batch, *self.input_shape),)
+
+
+def run_info(checkpoint: dict) -> dict:
+    """The run information embedded in a checkpoint, or a ``ConfigError`` explaining its absence."""
+    info = checkpoint.get(RUN_INFO_KEY)
+    if not isinstance(info, dict):
+        raise ConfigError("This checkpoint was not written by `compressor run` / `compressor train`, "
+                          "so the model cannot be rebuilt from it alone. Export from Python instead: "
+                          "`compressor.export_onnx(model, path, example_inputs)` or the ExportONNX "
+                          "callback.")
+    return info
+
+
+def restore_model(path: str | Path) -> RestoredModel:
+    """Rebuild the model of a ``compressor`` checkpoint and load its weights (eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Checkpoint {path} does not exist.")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    info = run_info(checkpoint)
+    recipe = recipe_from_dict(info["recipe"], source=f"embedded in {path}")
+    input_shape = tuple(int(d) for d in info["input_shape"])
+    model = create_model(recipe.model.name, num_classes=int(info["num_classes"]),
+                         in_channels=input_shape[0], image_size=input_shape[1],
+                         **recipe.model.options)
+    state = {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()
+             if key.startswith("model.")}
+    model.load_state_dict(state)
+    return RestoredModel(model.eval(), recipe, input_shape, int(info["num_classes"]))

@@ -1,0 +1,110 @@
+"""The recipe schema: one YAML file describes the model, the data and the training run.
+
+Unknown keys are rejected everywhere (a typo never silently does nothing); model and data options
+are checked against the constructor they are passed to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from compressor._validation import check_kwargs
+from compressor.errors import ConfigError, UnknownNameError
+from compressor.training.optim import OptimizerConfig, SchedulerConfig
+
+__all__ = ["ModelSpec", "DataSpec", "TrainSpec", "Recipe", "format_validation_error"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(BaseModel):
+    """``name`` of a reference model (see ``compressor.models``) plus its options, e.g.
+    ``width_mult``; ``checkpoint`` optionally initialises the weights."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "resnet20"
+    checkpoint: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        from compressor.models.registry import MODELS
+
+        key = self.name.lower()
+        if key not in MODELS:
+            raise UnknownNameError("model", self.name, MODELS)
+        check_kwargs(f"model {key!r}", MODELS[key], self.options,
+                     reserved=("num_classes", "in_channels", "image_size"))
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Model-specific keyword arguments (every key other than ``name`` / ``checkpoint``)."""
+        return dict(self.model_extra or {})
+
+
+class DataSpec(BaseModel):
+    """``name`` of a data set (``fashion-mnist``, ``digits``, ``synthetic``) plus the data
+    module's options, e.g. ``batch_size``, ``subset``, ``augment``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "fashion-mnist"
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSpec:
+        from compressor.data.datamodules import DATAMODULES
+
+        key = self.name.lower().replace("_", "-")
+        if key not in DATAMODULES:
+            raise UnknownNameError("data set", self.name, DATAMODULES)
+        check_kwargs(f"data set {key!r}", DATAMODULES[key], self.options)
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Data-module keyword arguments (every key other than ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class TrainSpec(_Strict):
+    """How long and how to train."""
+
+    epochs: int = Field(10, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig(warmup_epochs=0.5)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    accumulate_grad_batches: int = Field(1, ge=1)
+    limit_train_batches: int | float | None = Field(None, gt=0)
+    limit_val_batches: int | float | None = Field(None, ge=0)
+
+
+class Recipe(_Strict):
+    """A complete run: model, data, training and where to write the results."""
+
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
+
+
+def format_validation_error(error: ValidationError, source: str) -> ConfigError:
+    """Turn a pydantic error into a ``ConfigError`` listing each bad key path and value."""
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "recipe"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not part of the recipe schema)"
+        value = item.get("input")
+        quiet = item["type"] in ("extra_forbidden", "missing", "value_error")
+        shown = "" if quiet else f" (got {value!r})"
+        lines.append(f"  - {location}: {message}{shown}")
+    return ConfigError(f"Invalid recipe {source}:\n" + "\n".join(lines))

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+import torch
+
+from compressor.errors import ConfigError
+from compressor.recipes.loader import recipe_from_dict
+from compressor.recipes.restore import restore_model
+from compressor.recipes.runner import run_recipe
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    recipe = recipe_from_dict({
+        "name": "digits-mlp", "model": {"name": "mlp", "hidden": [32]},
+        "data": {"name": "digits"}, "train": {"epochs": 2, "optimizer": {"lr": 0.05}},
+    })
+    return run_recipe(recipe, tmp_path_factory.mktemp("run"), progress=False, report=False)
+
+
+def test_run_writes_metrics_report_and_checkpoints(digits_run):
+    metrics = json.loads((digits_run.out_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(digits_run.metrics))
+    assert metrics["test_acc"] > 0.5 and metrics["epochs"] == 2
+    assert metrics["macs"] == 8 * 8 * 32 + 32 * 10
+    assert (digits_run.out_dir / "checkpoints" / "last.ckpt").is_file()
+    assert digits_run.checkpoint.name == "best.ckpt"
+    assert "MACs per sample" in (digits_run.out_dir / "report.md").read_text()
+
+
+def test_restore_model_rebuilds_the_trained_network(digits_run):
+    restored = restore_model(digits_run.checkpoint)
+    assert restored.input_shape == (1, 8, 8) and restored.num_classes == 10
+    state = torch.load(digits_run.checkpoint, weights_only=False)["state_dict"]
+    for name, value in restored.model.state_dict().items():
+        assert torch.equal(value, state[f"model.{name}"])
+    assert restored.model(*restored.example_inputs(3)).shape == (3, 10)
+
+
+def test_restore_rejects_foreign_checkpoints(tmp_path):
+    path = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ConfigError, match="not written by `compressor run`"):
+        restore_model(path)
