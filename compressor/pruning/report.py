@@ -1,0 +1,109 @@
+"""``sparsity_report``: sparsity counted from the actual zeros of a model's weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.utils.modules import count_parameters
+
+__all__ = ["LayerSparsity", "SparsityReport", "sparsity_report", "prunable_weights"]
+
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose2d)
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weights of convolutions and linear layers, by parameter name (shared ones once)."""
+    found: dict[str, nn.Parameter] = {}
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, _WEIGHTED) and isinstance(weight, torch.Tensor) and id(weight) not in seen:
+            seen.add(id(weight))
+            found[f"{name}.weight" if name else "weight"] = weight
+    return found
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """Zeros and size of one weight tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    zeros: int
+    numel: int
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of exactly-zero entries."""
+        return self.zeros / self.numel if self.numel else 0.0
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Per-layer and global sparsity of a model's conv/linear weights, and its parameter count."""
+
+    layers: list[LayerSparsity] = field(default_factory=list)
+    parameters: int = 0
+    nonzero_parameters: int = 0
+    macs: int | None = None
+
+    @property
+    def zeros(self) -> int:
+        """Exactly-zero entries over all conv/linear weights."""
+        return sum(layer.zeros for layer in self.layers)
+
+    @property
+    def numel(self) -> int:
+        """Entries of all conv/linear weights."""
+        return sum(layer.numel for layer in self.layers)
+
+    @property
+    def global_sparsity(self) -> float:
+        """Fraction of conv/linear weight entries that are exactly zero."""
+        return self.zeros / self.numel if self.numel else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (layer name -> sparsity)."""
+        return {
+            "global_sparsity": self.global_sparsity,
+            "parameters": self.parameters,
+            "nonzero_parameters": self.nonzero_parameters,
+            "macs": self.macs,
+            "layers": {layer.name: {"shape": list(layer.shape), "sparsity": layer.sparsity}
+                       for layer in self.layers},
+        }
+
+    def __str__(self) -> str:
+        width = max((len(layer.name) for layer in self.layers), default=5)
+        lines = [f"{'layer':<{width}}  {'shape':<20} sparsity"]
+        lines += [f"{layer.name:<{width}}  {str(list(layer.shape)):<20} {layer.sparsity:7.2%}"
+                  for layer in self.layers]
+        lines.append(f"{'global':<{width}}  {'':<20} {self.global_sparsity:7.2%}")
+        lines.append(f"parameters: {self.parameters:,} ({self.nonzero_parameters:,} non-zero)"
+                     + (f", MACs: {self.macs:,}" if self.macs is not None else ""))
+        return "\n".join(lines)
+
+
+def sparsity_report(model: nn.Module, example_inputs: Any = None) -> SparsityReport:
+    """Count zeros in every convolution and linear weight of ``model``.
+
+    Args:
+        model: Any module.
+        example_inputs: If given, the MACs of one forward pass on them are included.
+    """
+    layers = []
+    with torch.no_grad():
+        for name, weight in prunable_weights(model).items():
+            zeros = int((weight == 0).sum())
+            layers.append(LayerSparsity(name, tuple(weight.shape), zeros, weight.numel()))
+        nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    macs = None
+    if example_inputs is not None:
+        from compressor.graph.macs import count_macs
+
+        macs = count_macs(model, example_inputs)
+    return SparsityReport(layers, count_parameters(model), nonzero, macs)
