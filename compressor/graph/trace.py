@@ -1,0 +1,106 @@
+"""Capturing a model's forward pass as an ATen-level graph with ``torch.export`` (non-strict).
+
+Non-strict export runs the model's Python code, so shape-dependent control flow works, and
+records every operation with the module it came from (``nn_module_stack``) and every parameter
+by its qualified name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from compressor.errors import CaptureError
+
+__all__ = ["TracedModel", "trace_model", "as_args", "module_of"]
+
+
+@dataclass
+class TracedModel:
+    """A captured forward pass.
+
+    Attributes:
+        graph: The ATen graph.
+        tensors: Placeholder name -> qualified name of the parameter, buffer or constant.
+        inputs: Placeholder names of the user inputs.
+    """
+
+    graph: fx.Graph
+    tensors: dict[str, str] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+
+
+def as_args(example_inputs: Any) -> tuple[Any, ...]:
+    """Example inputs as a tuple of positional arguments."""
+    if isinstance(example_inputs, tuple):
+        return example_inputs
+    if isinstance(example_inputs, list):
+        return tuple(example_inputs)
+    return (example_inputs,)
+
+
+def module_of(node: fx.Node) -> tuple[str, str]:
+    """``(qualified name, type name)`` of the innermost module that ran ``node`` (``("", "")``
+    when unknown)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "", ""
+    path, module_type = list(stack.values())[-1]
+    type_name = module_type if isinstance(module_type, str) else getattr(module_type, "__name__", "")
+    return path, type_name.rsplit(".", 1)[-1]
+
+
+def module_stack(node: fx.Node) -> list[tuple[str, str]]:
+    """Every enclosing module of ``node`` as ``(key, qualified name)`` pairs, outermost first; the
+    key distinguishes repeated calls of the same module."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return [(key, value[0]) for key, value in stack.items()]
+
+
+def trace_model(model: nn.Module, example_inputs: Any) -> TracedModel:
+    """Capture ``model`` (in eval mode, so batch-norm and dropout are deterministic).
+
+    Raises:
+        CaptureError: ``torch.export`` failed; the message names the failing operation or module.
+    """
+    args = as_args(example_inputs)
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, args, strict=False)
+    except Exception as error:  # noqa: BLE001 - re-raised with context
+        raise CaptureError(_describe_capture_failure(model, error)) from error
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    traced = TracedModel(program.graph_module.graph)
+    for spec in program.graph_signature.input_specs:
+        name = spec.arg.name if hasattr(spec.arg, "name") else str(spec.arg)
+        if spec.target is not None:
+            traced.tensors[name] = spec.target
+        elif spec.kind.name == "USER_INPUT":
+            traced.inputs.append(name)
+    return traced
+
+
+def _describe_capture_failure(model: nn.Module, error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else type(error).__name__
+    modules = re.findall(r"L\['self'\]\.([\w.]+)|self\.([\w.]+)", str(error))
+    where = next((a or b for a, b in modules), "")
+    location = f" (in module `{where}`)" if where else ""
+    return (f"torch.export could not capture {type(model).__name__}{location}: "
+            f"{type(error).__name__}: {first}. Structured pruning and quantization need a "
+            "traceable forward pass: avoid data-dependent Python control flow, or apply them to a "
+            "traceable submodule.")
+
+
+def example_shapes(args: Sequence[Any]) -> list[tuple[int, ...]]:
+    """Shapes of the tensor arguments (for messages)."""
+    return [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
