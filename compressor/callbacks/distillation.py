@@ -1,0 +1,309 @@
+"""``Distillation``: teacher-student distillation on an unmodified LightningModule.
+
+A thin adapter over :class:`compressor.distillation.Distiller`. In ``setup()`` it wraps the
+module's ``training_step`` on the instance: the user's step runs with the student's forward pass
+recorded by hooks, then the teacher runs under ``no_grad`` on exactly the student's inputs and the
+distillation terms are added to the returned loss. No extra student forward, no change to the
+user's code; ``teardown()`` restores the original ``training_step``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch import Tensor, nn
+
+from compressor.callbacks._student import find_student_path, get_student
+from compressor.distillation import (
+    DistillationConfig,
+    Distiller,
+    FeatureLoss,
+    attach_parameters,
+    load_teacher_weights,
+    resolve_layers,
+    snapshot,
+)
+from compressor.errors import CompositionError, ConfigError, InvalidTypeError, closest_names
+
+__all__ = ["Distillation"]
+
+_SELF = "self"
+
+
+class Distillation(pl.Callback):
+    """Distil a teacher into the student while the LightningModule trains.
+
+    The loss becomes ``(1 - alpha) * task + alpha * kd + feature_weight * hints +
+    attention_weight * attention + custom terms`` (see
+    :class:`~compressor.distillation.DistillationConfig`). Logged: ``distill/task_loss``,
+    ``distill/kd_loss`` and, when configured, ``distill/feature_loss``,
+    ``distill/attention_loss`` and ``distill/<custom>``.
+
+    Args:
+        teacher: An ``nn.Module``; ``"self"``, a frozen copy of the student taken in ``setup()``
+            before any compression (its weights are saved with this callback's state, so a
+            resumed run keeps the original teacher; a run resumed from a checkpoint without
+            that state uses the checkpoint's model); or the path of a Lightning checkpoint
+            (weights under a prefix such as ``"model."``) or of a plain state dict of the
+            student's architecture. The teacher is frozen, kept in eval mode, outside the
+            optimizer and outside the LightningModule's ``state_dict``, and follows the
+            student's device.
+        temperature: Soft-target temperature (> 0).
+        alpha: Weight of the KD term in ``[0, 1]``; the task loss gets ``1 - alpha``.
+        features: Feature hints ``{student_layer: teacher_layer}``; adapters bridging shape
+            differences are created at the first step, trained in an extra parameter group of
+            the optimizer and saved with this callback's state (never part of the student).
+        feature_loss: ``"mse"`` or ``"cosine"``.
+        feature_weight: Weight of the feature-hint losses.
+        attention: Attention-transfer pairs ``{student_layer: teacher_layer}`` or shared names.
+        attention_weight: Weight of the attention-transfer losses.
+        losses: Custom terms ``{name: fn(student_output, teacher_output, inputs) -> scalar}``.
+        student: Attribute path of the student in the LightningModule (default: its only child
+            with parameters). It is looked up at every step, so replacing it (compaction, QAT
+            preparation) is followed.
+
+    Raises:
+        ConfigError: invalid temperature/alpha/weights or a teacher path that does not exist.
+        UnknownNameError: unknown layer names (the closest names are listed).
+        InvalidTypeError: arguments of the wrong type.
+    """
+
+    def __init__(self, teacher: nn.Module | str | os.PathLike[str], temperature: float = 4.0,
+                 alpha: float = 0.5, features: Mapping[str, str] | None = None,
+                 feature_loss: FeatureLoss | str = "mse", feature_weight: float = 1.0,
+                 attention: Mapping[str, str] | Sequence[str] | None = None,
+                 attention_weight: float = 1.0,
+                 losses: Mapping[str, Callable[..., Tensor]] | None = None,
+                 student: str | None = None) -> None:
+        self.config = DistillationConfig(
+            temperature=temperature, alpha=alpha, features=features or {},
+            feature_loss=feature_loss, feature_weight=feature_weight,
+            attention=attention or {},  # type: ignore[arg-type]  # lists are normalised
+            attention_weight=attention_weight, losses=losses or {})
+        self.teacher_source = _check_teacher(teacher)
+        if isinstance(self.teacher_source, nn.Module):
+            resolve_layers(self.teacher_source, self.config.teacher_layers, "teacher")
+        if student is not None and not isinstance(student, str):
+            raise InvalidTypeError(f"`student` must be an attribute path (str) or None, got "
+                                   f"{student!r}.")
+        self.student_path = student
+        self.distiller: Distiller | None = None
+        self._trainer: pl.Trainer | None = None
+        self._pending_state: dict[str, Any] | None = None
+        self._teacher_restored = False
+        self._restore_step: Callable[[], None] | None = None
+
+    @property
+    def state_key(self) -> str:
+        source = self.teacher_source
+        teacher = type(source).__name__ if isinstance(source, nn.Module) else str(source)
+        return self._generate_state_key(teacher=teacher, student=self.student_path)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if not pl_module.automatic_optimization:
+            raise CompositionError(
+                f"Distillation adds its terms to the loss returned by training_step, but "
+                f"{type(pl_module).__name__} uses manual optimization (its returned loss is not "
+                "back-propagated). Use automatic optimization, or compute the loss with "
+                "compressor.distillation.Distiller inside your training_step.")
+        path = find_student_path(pl_module, self.student_path)
+        teacher = self._build_teacher(get_student(pl_module, path), path)
+        self.distiller = Distiller(teacher, lambda: get_student(pl_module, path), self.config)
+        self._trainer, self._teacher_restored = trainer, False
+        if self._pending_state is not None:
+            self._apply_state(self._pending_state)
+        self._wrap_training_step(pl_module)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.teacher_source == _SELF and not self._teacher_restored:
+            self._refresh_self_teacher(trainer, pl_module)
+        self._sync_optimizer()
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: Any) -> None:
+        # Adapters are outside the DDP-wrapped module: average their gradients like DDP does.
+        if self.distiller is None or trainer.world_size <= 1:
+            return
+        for parameter in self.distiller.parameters():
+            if parameter.grad is not None:
+                parameter.grad = trainer.strategy.reduce(parameter.grad, reduce_op="mean")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._release()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        self._release()  # Lightning skips teardown() when fit fails
+
+    def _release(self) -> None:
+        """Restore ``training_step`` and the teacher's flags."""
+        if self._restore_step is None:
+            return
+        self._restore_step()
+        self._restore_step = None
+        if self.distiller is not None:
+            self.distiller.close()
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.distiller is None:
+            return dict(self._pending_state or {})
+        state: dict[str, Any] = {"adapters": self.distiller.state_dict()["adapters"]}
+        if self.teacher_source == _SELF:
+            state["teacher"] = self.distiller.teacher.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.distiller is None:
+            self._pending_state = state_dict
+            return
+        self._apply_state(state_dict)
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        if self.distiller is None:
+            raise RuntimeError("Distillation state can only be applied after setup().")
+        if self.teacher_source == _SELF and "teacher" in state:
+            try:
+                self.distiller.teacher.load_state_dict(state["teacher"])
+            except RuntimeError as error:
+                raise CompositionError(
+                    "The saved \"self\" teacher does not fit the student's architecture at "
+                    "setup; another callback probably changed the student (e.g. replayed a "
+                    "compaction) before Distillation's setup ran. "
+                    f"Details: {str(error).strip().splitlines()[-1].strip()}") from None
+            self._teacher_restored = True
+        self.distiller.load_state_dict({"adapters": state.get("adapters", {})})
+        self._pending_state = None
+        self._sync_optimizer()
+
+    # ------------------------------------------------------------------ internals
+
+    def _build_teacher(self, student: nn.Module, path: str) -> nn.Module:
+        source = self.teacher_source
+        if isinstance(source, nn.Module):
+            return source
+        if not path:
+            raise ConfigError(
+                f"teacher={str(source)!r} copies the student's architecture, but the student is "
+                "the whole LightningModule. Pass `student=` with the attribute path of the "
+                "model to compress (e.g. student=\"model\").")
+        teacher = snapshot(student)
+        if source != _SELF:
+            load_teacher_weights(teacher, source, preferred_prefix=f"{path}.")
+        return teacher
+
+    def _refresh_self_teacher(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Make the "self" teacher the model training starts from: the checkpoint's weights when
+        resuming without saved teacher, rank 0's snapshot in a distributed run."""
+        if self.distiller is None:
+            return
+        teacher = self.distiller.teacher
+        if trainer.ckpt_path is not None:
+            student_state = self.distiller.student.state_dict()
+            teacher_state = teacher.state_dict()
+            if {k: v.shape for k, v in student_state.items()} != \
+                    {k: v.shape for k, v in teacher_state.items()}:
+                raise CompositionError(
+                    f"Resuming from {trainer.ckpt_path}, which holds no Distillation state, but "
+                    "the student's architecture changed after Distillation's setup, so teacher="
+                    "\"self\" cannot take the checkpoint's weights. Start distillation from a "
+                    "checkpoint of the uncompressed model.")
+            teacher.load_state_dict(student_state)
+        elif trainer.world_size > 1:
+            teacher.load_state_dict(trainer.strategy.broadcast(teacher.state_dict(), src=0))
+
+    def _sync_optimizer(self) -> None:
+        """Keep the adapters in the (first) optimizer, also after it was rebuilt."""
+        trainer = self._trainer
+        if self.distiller is None or trainer is None or not trainer.optimizers:
+            return
+        optimizer = trainer.optimizers[0]
+        schedulers = [config.scheduler for config in trainer.lr_scheduler_configs
+                      if getattr(config.scheduler, "optimizer", None) is optimizer]
+        attach_parameters(optimizer, list(self.distiller.parameters()), schedulers)
+
+    def _wrap_training_step(self, pl_module: pl.LightningModule) -> None:
+        original = pl_module.training_step
+        previous = vars(pl_module).get("training_step")
+        active = [True]
+
+        @functools.wraps(original)
+        def training_step(*args: Any, **kwargs: Any) -> Any:
+            if not active[0] or self.distiller is None:
+                return original(*args, **kwargs)
+            with self.distiller.capture():
+                output = original(*args, **kwargs)
+            return self._distil(pl_module, output)
+
+        def restore() -> None:
+            active[0] = False
+            if vars(pl_module).get("training_step") is not training_step:
+                return  # wrapped again on top of ours: our wrapper now only passes through
+            if previous is None:
+                del pl_module.training_step
+            else:
+                pl_module.training_step = previous  # type: ignore[method-assign]
+
+        pl_module.training_step = training_step  # type: ignore[method-assign]
+        self._restore_step = restore
+
+    def _distil(self, pl_module: pl.LightningModule, output: Any) -> Any:
+        if self.distiller is None:
+            return output
+        task_loss = _task_loss(output)
+        if task_loss is None:  # the user's step skipped this batch
+            self.distiller.discard()
+            return output
+        loss = self.distiller(task_loss, create_adapters=True)
+        self._sync_optimizer()
+        distributed = pl_module.trainer.world_size > 1
+        for name, value in self.distiller.last_terms.items():
+            pl_module.log(f"distill/{name}", value, on_step=True, on_epoch=True,
+                          sync_dist=distributed)
+        if isinstance(output, Tensor):
+            return loss
+        return {**output, "loss": loss}
+
+
+def _check_teacher(teacher: object) -> nn.Module | str:
+    """``teacher`` as a module, ``"self"`` or the path of an existing file."""
+    if isinstance(teacher, nn.Module):
+        return teacher
+    if isinstance(teacher, (str, os.PathLike)):
+        text = os.fspath(teacher)
+        if text.lower() == _SELF:
+            return _SELF
+        if Path(text).is_file():
+            return text
+        close = closest_names(text, [_SELF])
+        guess = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"`teacher` {text!r} is neither \"self\" nor an existing checkpoint file.{guess} "
+            "Pass an nn.Module, \"self\" (a frozen copy of the student taken before "
+            "compression) or the path of a Lightning checkpoint / state dict of the student's "
+            "architecture.")
+    raise InvalidTypeError(
+        f"`teacher` must be an nn.Module, \"self\" or a checkpoint path, got {teacher!r} "
+        f"({type(teacher).__name__}).")
+
+
+def _task_loss(output: Any) -> Tensor | None:
+    """The loss in a ``training_step`` result (a tensor, a mapping with ``"loss"`` or None)."""
+    if output is None or isinstance(output, Tensor):
+        return output
+    if isinstance(output, Mapping) and isinstance(output.get("loss"), Tensor):
+        return output["loss"]
+    raise InvalidTypeError(
+        f"training_step returned {type(output).__name__}; Distillation needs the loss tensor or "
+        "a dict with a 'loss' tensor (or None to skip the batch).")

@@ -1,0 +1,126 @@
+"""Teacher handling: freezing (no gradients, eval mode) and snapshots of a student."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.errors import ConfigError
+
+__all__ = ["FrozenState", "freeze", "unfreeze", "keep_eval", "snapshot", "check_separate",
+           "load_teacher_weights", "find_prefix"]
+
+
+@dataclass(frozen=True)
+class FrozenState:
+    """What :func:`freeze` changed, so :func:`unfreeze` can put it back."""
+
+    requires_grad: tuple[bool, ...]
+    training: tuple[bool, ...]
+
+
+def freeze(module: nn.Module) -> FrozenState:
+    """Put ``module`` in eval mode and stop gradients to its parameters (in place)."""
+    state = FrozenState(tuple(p.requires_grad for p in module.parameters()),
+                        tuple(m.training for m in module.modules()))
+    module.requires_grad_(False)
+    module.eval()
+    return state
+
+
+def unfreeze(module: nn.Module, state: FrozenState) -> None:
+    """Restore the ``requires_grad`` flags and train/eval modes recorded by :func:`freeze`."""
+    for parameter, flag in zip(module.parameters(), state.requires_grad, strict=True):
+        parameter.requires_grad_(flag)
+    for submodule, flag in zip(module.modules(), state.training, strict=True):
+        submodule.training = flag
+
+
+def keep_eval(module: nn.Module) -> None:
+    """Switch ``module`` back to eval mode if anything set a submodule to training mode."""
+    if any(m.training for m in module.modules()):
+        module.eval()
+
+
+def snapshot(module: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``module`` (e.g. the student before compression)."""
+    teacher = copy.deepcopy(module)
+    freeze(teacher)
+    return teacher
+
+
+def check_separate(teacher: nn.Module, student: nn.Module) -> None:
+    """Raise if the teacher shares parameters with the student (freezing would stop training).
+
+    Raises:
+        ConfigError: the two models share parameters.
+    """
+    student_ids = {id(p) for p in student.parameters()}
+    if teacher is student or any(id(p) in student_ids for p in teacher.parameters()):
+        raise ConfigError(
+            "The teacher shares parameters with the student, so freezing it would also freeze "
+            "the student. Pass teacher=\"self\" to distil from a frozen copy of the student, or "
+            "a separate model.")
+
+
+def find_prefix(keys: list[str], model_keys: list[str], preferred: str = "") -> str | None:
+    """The key prefix (``""``, ``"model."``, ...) under which ``keys`` hold exactly the
+    ``model_keys``; ``preferred`` wins when several fit. ``None`` when none fits.
+
+    Raises:
+        ConfigError: several prefixes fit and none is ``preferred``.
+    """
+    if not model_keys:
+        return None
+    anchor, expected = model_keys[0], set(model_keys)
+    candidates = {key[: len(key) - len(anchor)] for key in keys if key.endswith(anchor)}
+    fitting = sorted(prefix for prefix in candidates if (prefix == "" or prefix.endswith("."))
+                     and {k[len(prefix):] for k in keys if k.startswith(prefix)} == expected)
+    if preferred in fitting:
+        return preferred
+    if len(fitting) > 1:
+        raise ConfigError(
+            f"The checkpoint holds several models of the student's architecture (key prefixes "
+            f"{', '.join(repr(c) for c in fitting)}). Save the teacher's own state_dict with "
+            "torch.save(model.state_dict(), path) and pass that file.")
+    return fitting[0] if fitting else None
+
+
+def load_teacher_weights(teacher: nn.Module, path: str | os.PathLike[str],
+                         preferred_prefix: str = "") -> None:
+    """Load a Lightning checkpoint (weights under some prefix such as ``"model."``) or a plain
+    state dict of ``teacher``'s architecture into ``teacher``.
+
+    Raises:
+        ConfigError: the file is missing, holds no state dict, or its weights do not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Teacher checkpoint {path} does not exist.")
+    payload: Any = torch.load(path, map_location="cpu", weights_only=False)
+    state = payload.get("state_dict", payload) if isinstance(payload, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"{path} holds neither a Lightning checkpoint nor a state dict.")
+    model_keys = list(teacher.state_dict())
+    keys = [key for key in state if isinstance(key, str)]
+    prefix = find_prefix(keys, model_keys, preferred_prefix)
+    if prefix is None:
+        missing = [k for k in model_keys if not any(key.endswith(k) for key in keys)][:5]
+        raise ConfigError(
+            f"The weights in {path} do not fit the student's architecture: no key prefix holds "
+            f"exactly its {len(model_keys)} entries (e.g. missing {missing or model_keys[:3]}). "
+            "Pass a Lightning checkpoint or a state dict of a model with the student's "
+            "architecture, or an nn.Module as teacher.")
+    weights = {key[len(prefix):]: state[key] for key in keys if key.startswith(prefix)}
+    try:
+        teacher.load_state_dict(weights)
+    except RuntimeError as error:
+        raise ConfigError(f"The weights in {path} do not fit the student's architecture: "
+                          f"{str(error).splitlines()[-1].strip()}") from None

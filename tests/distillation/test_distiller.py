@@ -1,0 +1,166 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from compressor.distillation import DistillationConfig, Distiller
+from compressor.errors import ConfigError, InvalidTypeError, UnknownNameError
+from tests.distillation.nets import TinyConvNet, make_batches, reference_loss
+
+
+def test_plain_training_loop_matches_hand_written_loss():
+    student, teacher = TinyConvNet(4), TinyConvNet(8)
+    reference = copy.deepcopy(student)
+    distiller = Distiller(teacher, student, DistillationConfig(temperature=3.0, alpha=0.7))
+    (inputs, labels), = make_batches(1)
+    with distiller.capture():
+        logits = student(inputs)
+    loss = distiller(F.cross_entropy(logits, labels))
+    loss.backward()
+    expected = reference_loss(reference(inputs), teacher(inputs).detach(), labels, 3.0, 0.7)
+    expected.backward()
+    assert torch.allclose(loss, expected, atol=1e-6)
+    for mine, theirs in zip(student.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(mine.grad, theirs.grad, atol=1e-6)
+    assert all(p.grad is None for p in teacher.parameters())
+    assert set(distiller.last_terms) == {"task_loss", "kd_loss"}
+
+
+def test_explicit_outputs_and_inputs_without_capture():
+    student, teacher = TinyConvNet(4), TinyConvNet(4)
+    distiller = Distiller(teacher, student, DistillationConfig(alpha=1.0))
+    (inputs, labels), = make_batches(1)
+    logits = student(inputs)
+    loss = distiller(F.cross_entropy(logits, labels), logits, inputs)
+    expected = reference_loss(logits, teacher(inputs), labels, 4.0, 1.0)
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_teacher_is_frozen_in_eval_mode_and_restored_on_close():
+    student, teacher = TinyConvNet(), TinyConvNet()
+    teacher.train()
+    distiller = Distiller(teacher, student)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    teacher.train()  # e.g. a framework switching every module to training mode
+    (inputs, labels), = make_batches(1)
+    with distiller.capture():
+        logits = student(inputs)
+    distiller(F.cross_entropy(logits, labels))
+    assert not teacher.training
+    distiller.close()
+    assert teacher.training and all(p.requires_grad for p in teacher.parameters())
+
+
+def test_feature_hints_need_built_adapters_that_then_train():
+    student, teacher = TinyConvNet(4), TinyConvNet(8)
+    config = DistillationConfig(features={"features": "features"}, feature_loss="cosine")
+    distiller = Distiller(teacher, student, config)
+    (inputs, labels), = make_batches(1)
+    with distiller.capture():
+        logits = student(inputs)
+    with pytest.raises(ConfigError, match=r"needs an adapter \(student \(8, 4, 8, 8\) vs "
+                                          r"teacher \(8, 8, 8, 8\)\).*build_adapters"):
+        distiller(F.cross_entropy(logits, labels))
+    student.train()
+    parameters = distiller.build_adapters(inputs)
+    assert student.training  # build_adapters ran the student in eval mode and restored it
+    assert [tuple(p.shape) for p in parameters] == [(8, 4, 1, 1), (8,)]
+    assert not any(p is q for p in parameters for q in student.parameters())
+    with distiller.capture():
+        logits = student(inputs)
+    loss = distiller(F.cross_entropy(logits, labels))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.parameters())
+    assert "feature_loss" in distiller.last_terms
+
+
+def test_attention_transfer_and_custom_terms_are_added():
+    student, teacher = TinyConvNet(4), TinyConvNet(6)
+    seen = {}
+
+    def l2_logits(student_output, teacher_output, inputs):
+        seen["inputs"] = inputs
+        return 0.1 * (student_output - teacher_output).pow(2).mean()
+
+    config = DistillationConfig(alpha=0.0, attention={"features.1": "features.1"},
+                                attention_weight=2.0, losses={"l2": l2_logits})
+    distiller = Distiller(teacher, student, config)
+    (inputs, labels), = make_batches(1)
+    with distiller.capture():
+        logits = student(inputs)
+    task = F.cross_entropy(logits, labels)
+    loss = distiller(task)
+    terms = distiller.last_terms
+    assert torch.allclose(loss, task + 2.0 * terms["attention_loss"] + terms["l2"], atol=1e-6)
+    assert terms["attention_loss"] > 0 and terms["l2"] > 0
+    assert seen["inputs"][0] is inputs
+
+
+def test_custom_term_must_return_a_scalar():
+    student, teacher = TinyConvNet(), TinyConvNet()
+    distiller = Distiller(teacher, student, DistillationConfig(losses={"bad": lambda s, t, x: s}))
+    (inputs, labels), = make_batches(1)
+    with distiller.capture():
+        logits = student(inputs)
+    with pytest.raises(InvalidTypeError, match=r"'bad' must return a scalar tensor, got \(8, 3\)"):
+        distiller(F.cross_entropy(logits, labels))
+
+
+def test_student_must_run_exactly_once_per_capture():
+    student, teacher = TinyConvNet(), TinyConvNet()
+    distiller = Distiller(teacher, student)
+    (inputs, labels), = make_batches(1)
+    with distiller.capture():
+        student(inputs)
+        logits = student(inputs)
+    with pytest.raises(ConfigError, match="called 2 times"):
+        distiller(F.cross_entropy(logits, labels))
+    with distiller.capture():
+        pass
+    with pytest.raises(ConfigError, match="called 0 times"):
+        distiller(F.cross_entropy(logits, labels))
+
+
+def test_unknown_layer_names_list_the_closest_ones():
+    with pytest.raises(UnknownNameError, match=r"Unknown student layer 'feature'.*'features'"):
+        Distiller(TinyConvNet(), TinyConvNet(), DistillationConfig(features={"feature": "head"}))
+    with pytest.raises(UnknownNameError, match=r"Unknown teacher layer 'haed'.*'head'"):
+        Distiller(TinyConvNet(), TinyConvNet(), DistillationConfig(features={"head": "haed"}))
+
+
+def test_student_resolved_at_capture_time_follows_a_swap():
+    holder = nn.Module()
+    holder.model = TinyConvNet(4)
+    teacher = TinyConvNet(4)
+    config = DistillationConfig(features={"features.0": "features.0"})
+    distiller = Distiller(teacher, lambda: holder.model, config)
+    (inputs, labels), = make_batches(1)
+    holder.model = torch.fx.symbolic_trace(copy.deepcopy(holder.model))  # names preserved
+    with distiller.capture():
+        logits = holder.model(inputs)
+    distiller(F.cross_entropy(logits, labels))
+    assert "feature_loss" in distiller.last_terms
+    assert not holder.model._forward_hooks and not holder.model._forward_pre_hooks
+
+
+def test_teacher_sharing_parameters_with_the_student_is_rejected():
+    student = TinyConvNet()
+    with pytest.raises(ConfigError, match="teacher=\"self\""):
+        Distiller(student, student)
+
+
+def test_adapter_state_round_trip():
+    student, teacher = TinyConvNet(4), TinyConvNet(8)
+    config = DistillationConfig(features={"features": "features"})
+    distiller = Distiller(teacher, student, config)
+    (inputs, _), = make_batches(1)
+    distiller.build_adapters(inputs)
+    restored = Distiller(TinyConvNet(8), TinyConvNet(4), config)
+    restored.load_state_dict(distiller.state_dict())
+    for mine, theirs in zip(restored.parameters(), distiller.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    other = Distiller(TinyConvNet(8), TinyConvNet(4), DistillationConfig())
+    with pytest.raises(ConfigError, match="same `features=`"):
+        other.load_state_dict(distiller.state_dict())
