@@ -3,6 +3,7 @@ Lightning; every callback is a thin adapter over a library function that works w
 
 from compressor.callbacks.distillation import Distillation
 from compressor.callbacks.progress import EpochSummary
+from compressor.callbacks.pruning import Pruning
 from compressor.callbacks.timing import EpochTimer
 
-__all__ = ["Distillation", "EpochTimer", "EpochSummary"]
+__all__ = ["Distillation", "EpochTimer", "EpochSummary", "Pruning"]

@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch import Tensor, nn
 
-from compressor.callbacks._student import find_student_path, get_student
+from compressor.callbacks._student import find_student_path, get_student, pristine_student
 from compressor.distillation import (
     DistillationConfig,
     Distiller,
@@ -116,7 +116,12 @@ class Distillation(pl.Callback):
                 "back-propagated). Use automatic optimization, or compute the loss with "
                 "compressor.distillation.Distiller inside your training_step.")
         path = find_student_path(pl_module, self.student_path)
-        teacher = self._build_teacher(get_student(pl_module, path), path)
+        # Another callback may already have changed the student in its setup (e.g. QAT
+        # preparation); the teacher is built from the student as it was before that.
+        original = pristine_student(pl_module, path)
+        if original is None:
+            original = get_student(pl_module, path)
+        teacher = self._build_teacher(original, path)
         self.distiller = Distiller(teacher, lambda: get_student(pl_module, path), self.config)
         self._trainer, self._teacher_restored = trainer, False
         if self._pending_state is not None:

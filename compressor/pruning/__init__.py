@@ -1,5 +1,27 @@
-"""Pruning: masks, granularities, importance criteria, schedules and allocation."""
+"""Pruning: masks, granularities (unstructured, n:m, channel, head, block), importance criteria,
+schedules and allocation. Works on plain ``nn.Module``s; the ``Pruning`` callback wraps it."""
 
+from compressor.pruning.allocation import select_global, select_uniform
+from compressor.pruning.config import Allocation, Granularity, PruningConfig
+from compressor.pruning.criteria import (
+    OBD,
+    BNScale,
+    Criterion,
+    CriterionName,
+    Magnitude,
+    Random,
+    Taylor,
+    make_criterion,
+)
+from compressor.pruning.masks import MaskSet
+from compressor.pruning.pruner import Pruner, PruningStatus
 from compressor.pruning.report import LayerSparsity, SparsityReport, prunable_weights, sparsity_report
+from compressor.pruning.schedules import Schedule, ScheduleKind, make_schedule
 
-__all__ = ["LayerSparsity", "SparsityReport", "prunable_weights", "sparsity_report"]
+__all__ = [
+    "Pruner", "PruningConfig", "PruningStatus", "Granularity", "Allocation",
+    "Criterion", "CriterionName", "Magnitude", "Taylor", "OBD", "BNScale", "Random",
+    "make_criterion", "Schedule", "ScheduleKind", "make_schedule", "MaskSet",
+    "select_uniform", "select_global",
+    "LayerSparsity", "SparsityReport", "prunable_weights", "sparsity_report",
+]

@@ -1,0 +1,320 @@
+"""``Pruning``: prune the student of any LightningModule on a schedule, inside ``Trainer.fit``.
+
+A thin adapter over :class:`compressor.pruning.Pruner`. Masks are updated at the schedule's
+events (epoch starts, or optimizer steps), kept exactly zero through every optimizer step, and,
+for channel, head and block pruning, the model is physically compacted when the schedule ends:
+the optimizer keeps its state for the surviving entries and training continues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from compressor._validation import check_int
+from compressor.callbacks._strategy import rewrap_distributed
+from compressor.callbacks._checkpoint import COMPACTION_PRIORITY, add_load_hook, remove_load_hook
+from compressor.callbacks._student import find_student_path, get_student
+from compressor.errors import ConfigError, InvalidTypeError
+from compressor.graph.compact import compaction_history, replay_history
+from compressor.pruning import Granularity, Pruner, PruningConfig, make_schedule
+from compressor.pruning.schedules import ScheduleKind
+from compressor.utils.optim import replace_parameters
+
+__all__ = ["Pruning"]
+
+
+class Pruning(pl.Callback):
+    """Prune the model being trained; compact it physically at the end (structured pruning).
+
+    When to prune is set in epochs (``start_epoch``/``end_epoch``) or optimizer steps
+    (``start_step``/``end_step``), never both:
+
+    * at initialisation: ``schedule="one-shot", start_epoch=0`` (data-driven criteria score
+      ``calibration_batches`` training batches first);
+    * during training: a gradual schedule, e.g. ``schedule="cubic", start_epoch=0, end_epoch=6``
+      (masks are updated at the start of every ``frequency``-th epoch; the target is reached at
+      the start of ``end_epoch``, which then trains at full sparsity);
+    * after training: ``schedule="one-shot", start_epoch=10`` followed by fine-tuning epochs.
+
+    With ``granularity`` ``channel``, ``head`` or ``block`` and ``compact=True`` the pruned
+    channels, heads or blocks are removed physically at the end of ``end_epoch`` (or right after
+    the update at ``end_step``): later epochs train the smaller model.
+
+    Args:
+        granularity: ``unstructured``, ``n:m``, ``channel``, ``head`` or ``block``.
+        sparsity: Target fraction removed, in ``[0, 1)`` (not used by ``n:m``).
+        criterion: ``l1``, ``l2``, ``taylor``, ``obd``, ``bn_scale`` or ``random``.
+        schedule: ``one-shot``, ``linear``, ``cubic``, ``exponential`` or ``iterative``.
+        start_epoch: First pruning epoch (default 0 when no step is given).
+        end_epoch: Epoch at whose start the target is reached (default ``start_epoch``).
+        start_step: First pruning optimizer step (instead of epochs).
+        end_step: Optimizer step where the target is reached.
+        frequency: Epochs or steps between mask updates.
+        increments: Number of equal increments of the ``iterative`` schedule.
+        allocation: ``uniform`` or ``global``.
+        overrides: Per-layer / per-group sparsity by module-name pattern.
+        ignore: Module-name patterns to leave untouched.
+        protect_first_last: Keep the first and last layer dense (unstructured, n:m).
+        n: Kept weights per group of ``m`` (``n:m``).
+        m: Group size of ``n:m`` sparsity.
+        compact: Physically remove channels/heads/blocks when the schedule ends.
+        calibration_batches: Training batches scored before a data-driven criterion (taylor,
+            obd) prunes before any training step has produced gradients.
+        example_inputs: Inputs for tracing (structured granularities); by default the first
+            training batch's inputs, else the LightningModule's ``example_input_array``.
+        student: Attribute path of the model to prune (default: the only child with parameters).
+        log_per_layer: Also log the measured sparsity of every layer or group.
+        seed: Seed of the ``random`` criterion.
+    """
+
+    def __init__(self, granularity: Granularity | str = "unstructured", sparsity: float | None = None,
+                 criterion: str = "l1", schedule: ScheduleKind | str = "one-shot",
+                 start_epoch: int | None = None, end_epoch: int | None = None,
+                 start_step: int | None = None, end_step: int | None = None, frequency: int = 1,
+                 increments: int | None = None, allocation: str = "uniform",
+                 overrides: Mapping[str, float] | None = None, ignore: Sequence[str] | None = None,
+                 protect_first_last: bool = True, n: int = 2, m: int = 4, compact: bool = True,
+                 calibration_batches: int = 8, example_inputs: Any = None,
+                 student: str | None = None, log_per_layer: bool = True, seed: int = 0) -> None:
+        self.config = PruningConfig(granularity, sparsity, criterion, allocation, overrides or {},
+                                    ignore or (), protect_first_last, n, m, seed)
+        by_step = start_step is not None or end_step is not None
+        if by_step and (start_epoch is not None or end_epoch is not None):
+            raise ConfigError("Give the schedule in epochs (start_epoch/end_epoch) or in steps "
+                              "(start_step/end_step), not both.")
+        self.unit = "step" if by_step else "epoch"
+        start = (start_step if by_step else start_epoch) or 0
+        end = end_step if by_step else end_epoch
+        self.schedule = make_schedule(schedule, self.config.target, start, end, frequency,
+                                      increments)
+        if self.config.granularity is Granularity.NM and \
+                self.schedule.kind is not ScheduleKind.ONE_SHOT:
+            raise ConfigError("n:m sparsity is applied in one shot; use schedule='one-shot'.")
+        self.compact = bool(compact) and self.config.granularity.structured
+        self.calibration_batches = check_int("calibration_batches", calibration_batches, minimum=0)
+        if example_inputs is not None and not isinstance(example_inputs, (torch.Tensor, tuple, list)):
+            raise InvalidTypeError(f"`example_inputs` must be a tensor or a tuple of tensors, got "
+                                   f"{type(example_inputs).__name__}.")
+        self.example_inputs = example_inputs
+        if student is not None and not isinstance(student, str):
+            raise InvalidTypeError(f"`student` must be an attribute path (str), got {student!r}.")
+        self.student_path = student
+        self.log_per_layer = bool(log_per_layer)
+        self.pruner: Pruner | None = None
+        self.last_event = -1
+        self.compacted = False
+        self.history: list[dict[str, Any]] = []
+        self._path = ""
+        self._pending: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(granularity=self.config.granularity.value,
+                                        sparsity=self.config.target, unit=self.unit,
+                                        start=self.schedule.start, end=self.schedule.end)
+
+    @property
+    def end_epoch(self) -> int | None:
+        """The epoch at whose end the model is compacted (epoch schedules)."""
+        return self.schedule.end if self.unit == "epoch" else None
+
+    # -------------------------------------------------------------- lifecycle
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._path = find_student_path(pl_module, self.student_path)
+        self.pruner, self.compacted, self.last_event, self.history = None, False, -1, []
+        self._pending = None
+        add_load_hook(pl_module, self, COMPACTION_PRIORITY,
+                      lambda checkpoint: self._replay(pl_module, checkpoint))
+
+    def _replay(self, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Before a checkpoint's weights load: bring the student to its compacted shape."""
+        saved = checkpoint.get("callbacks", {}).get(self.state_key)
+        if saved and saved.get("compacted"):
+            replay_history(get_student(pl_module, self._path), saved["history"])
+            self.compacted = True
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.compacted and self.pruner is None:
+            example = (self._example(trainer, pl_module)
+                       if self.config.granularity.structured else None)
+            self.pruner = Pruner(get_student(pl_module, self._path), self.config, example)
+            if self._pending is not None:
+                self.pruner.load_state_dict(self._pending)
+                self._pending = None
+        self._attach(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pruner = self.pruner
+        if pruner is None or self.last_event >= 0:
+            return
+        first_event = trainer.current_epoch if self.unit == "epoch" else trainer.global_step
+        if (pruner.criterion.needs_gradients and self.schedule.is_event(first_event)
+                and not pruner.has_gradient_scores and self.calibration_batches):
+            self._calibrate(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.unit == "epoch":
+            self._maybe_update(trainer, pl_module, trainer.current_epoch)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        self._attach_if_swapped(trainer, pl_module)
+        if self.unit == "step":
+            self._maybe_update(trainer, pl_module, trainer.global_step)
+            if self.compact and not self.compacted and trainer.global_step >= self.schedule.end \
+                    and self.last_event >= self.schedule.end:
+                self._compact(trainer, pl_module)
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        if self.pruner is not None and not self.compacted:
+            self.pruner.accumulate()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.pruner is not None and not self.compacted:
+            self._log(pl_module, self.pruner.status())
+        if (self.unit == "epoch" and self.compact and not self.compacted
+                and trainer.current_epoch >= self.schedule.end and self.last_event >= self.schedule.end):
+            self._compact(trainer, pl_module)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        remove_load_hook(pl_module, self)
+        if self.pruner is not None:
+            self.pruner.detach()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"last_event": self.last_event, "compacted": self.compacted,
+                                 "history": list(self.history)}
+        if self.pruner is not None and not self.compacted:
+            state["pruner"] = self.pruner.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_event = int(state_dict.get("last_event", -1))
+        self.history = list(state_dict.get("history", []))
+        if not state_dict.get("compacted") and "pruner" in state_dict:
+            self._pending = state_dict["pruner"]
+
+    # ---------------------------------------------------------------- helpers
+    def _example(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+        if self.example_inputs is not None:
+            return self.example_inputs
+        batch = _first_training_batch(trainer)
+        if batch is not None:
+            return batch
+        if getattr(pl_module, "example_input_array", None) is not None:
+            return pl_module.example_input_array
+        raise ConfigError(f"granularity {self.config.granularity.value!r} traces the model with "
+                          "example inputs: pass Pruning(example_inputs=...), or set "
+                          "`example_input_array` on the LightningModule, or fit with a "
+                          "LightningDataModule.")
+
+    def _attach(self, trainer: pl.Trainer) -> None:
+        if self.pruner is not None and not self.compacted:
+            self.pruner.attach(trainer.optimizers)
+            self._attached = (id(self.pruner.model), tuple(id(o) for o in trainer.optimizers))
+
+    def _attach_if_swapped(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Follow the student or optimizers if another callback replaced them."""
+        if self.pruner is None or self.compacted:
+            return
+        student = get_student(pl_module, self._path)
+        current = (id(student), tuple(id(o) for o in trainer.optimizers))
+        if current != getattr(self, "_attached", None):
+            self.pruner.rebind(student)
+            self._attach(trainer)
+
+    def _maybe_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, now: int) -> None:
+        if self.pruner is None or self.compacted or now <= self.last_event:
+            return
+        if not self.schedule.is_event(now):
+            return
+        status = self.pruner.update(self.schedule(now))
+        self.pruner.criterion.reset()
+        self.last_event = now
+        self._log(pl_module, status)
+
+    def _log(self, pl_module: pl.LightningModule, status: Any) -> None:
+        values = {"pruning/sparsity": status.sparsity, "pruning/target": status.target,
+                  "pruning/weight_sparsity": status.weight_sparsity}
+        if self.log_per_layer:
+            values.update({f"pruning/{unit}": value for unit, value in status.per_unit.items()})
+        with contextlib.suppress(Exception):  # logging is optional outside of training hooks
+            pl_module.log_dict(values, on_step=False, on_epoch=True)
+
+    def _compact(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self.pruner is not None
+        result = self.pruner.compact()
+        for optimizer in trainer.optimizers:
+            replace_parameters(optimizer, result.replaced)
+        rewrap_distributed(trainer)
+        self.history = compaction_history(get_student(pl_module, self._path))
+        self.compacted = True
+
+    def _calibrate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Score a few training batches before pruning at step 0 (data-driven criteria)."""
+        assert self.pruner is not None
+        loader = _train_loader(trainer)
+        if loader is None:
+            return
+        model = get_student(pl_module, self._path)
+        was_training = pl_module.training
+        pl_module.eval()
+        with _silenced_logging(pl_module), torch.enable_grad():
+            for index, batch in enumerate(loader):
+                if index >= self.calibration_batches:
+                    break
+                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                output = pl_module.training_step(batch, index)
+                loss = output["loss"] if isinstance(output, Mapping) else output
+                model.zero_grad(set_to_none=True)
+                loss.backward()
+                self.pruner.accumulate()
+        model.zero_grad(set_to_none=True)
+        pl_module.train(was_training)
+
+
+def _train_loader(trainer: pl.Trainer) -> Any:
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None:
+        return datamodule.train_dataloader()
+    source = trainer.fit_loop._data_source  # noqa: SLF001 - loaders passed to fit()
+    return source.dataloader() if source.is_defined() else None
+
+
+def _first_training_batch(trainer: pl.Trainer) -> Any:
+    loader = _train_loader(trainer)
+    if loader is None:
+        return None
+    batch = next(iter(loader))
+    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if isinstance(inputs, torch.Tensor):
+        return inputs[:2].clone()
+    return None
+
+
+@contextlib.contextmanager
+def _silenced_logging(pl_module: pl.LightningModule) -> Iterator[None]:
+    """``self.log`` inside ``training_step`` is meaningless during calibration."""
+    saved = {name: vars(pl_module).get(name) for name in ("log", "log_dict")}
+    pl_module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    pl_module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                vars(pl_module).pop(name, None)
+            else:
+                setattr(pl_module, name, value)
+
