@@ -56,7 +56,7 @@ def test_train_writes_checkpoint_and_metrics(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_acc"] > 0.5
-    assert metrics["parameters"] > 0 and metrics["train_seconds_per_epoch"] > 0
-    assert (out / "checkpoints" / "best.ckpt").is_file()
+    assert metrics["parameters"] > 0 and metrics["stages"]["dense"]["train_seconds_per_epoch"] > 0
+    assert (out / "dense" / "checkpoints" / "best.ckpt").is_file()
     assert metrics["checkpoint"].endswith("best.ckpt")
     assert "Test accuracy" in (out / "report.md").read_text()

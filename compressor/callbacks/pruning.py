@@ -137,7 +137,11 @@ class Pruning(pl.Callback):
         """Before a checkpoint's weights load: bring the student to its compacted shape."""
         saved = checkpoint.get("callbacks", {}).get(self.state_key)
         if saved and saved.get("compacted"):
-            replay_history(get_student(pl_module, self._path), saved["history"])
+            student = get_student(pl_module, self._path)
+            # Histories are cumulative snapshots of the student's compactions: replay only what
+            # another compressing callback has not replayed yet.
+            done = len(compaction_history(student))
+            replay_history(student, saved["history"][done:])
             self.compacted = True
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -1,50 +1,56 @@
-"""Rendering a run's metrics as a console table and a markdown report."""
+"""Rendering a run's metrics (one column per stage) as a console table and a markdown report."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["report_rows", "render_markdown", "print_report"]
 
 _ROWS: list[tuple[str, str, str]] = [
     # (metrics key, label, format)
-    ("model", "Model", "{}"),
-    ("data", "Data", "{}"),
     ("epochs", "Epochs", "{}"),
     ("test_acc", "Test accuracy", "{:.2%}"),
     ("test_loss", "Test loss", "{:.4f}"),
     ("best_val_acc", "Best validation accuracy", "{:.2%}"),
     ("parameters", "Parameters", "{:,}"),
     ("macs", "MACs per sample", "{:,}"),
+    ("weight_sparsity", "Zero weights (conv/linear)", "{:.1%}"),
     ("train_seconds_per_epoch", "Training time per epoch (s)", "{:.1f}"),
     ("epoch_seconds_with_validation", "Epoch time incl. validation (s)", "{:.1f}"),
     ("fit_seconds", "Total fit time (s)", "{:.0f}"),
-    ("torch_threads", "Torch threads", "{}"),
     ("checkpoint", "Checkpoint", "{}"),
 ]
 
 
-def report_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, formatted value) pairs for the metrics present in ``metrics``."""
-    return [(label, fmt.format(metrics[key])) for key, label, fmt in _ROWS
-            if metrics.get(key) is not None]
+def report_rows(stages: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
+    """``(label, one formatted value per stage)`` for every metric some stage has."""
+    rows = []
+    for key, label, fmt in _ROWS:
+        if any(metrics.get(key) is not None for metrics in stages.values()):
+            rows.append((label, [fmt.format(m[key]) if m.get(key) is not None else ""
+                                 for m in stages.values()]))
+    return rows
 
 
-def render_markdown(title: str, metrics: dict[str, Any]) -> str:
-    """A markdown report: a title and a two-column table."""
-    lines = [f"# {title}", "", "| Metric | Value |", "| --- | --- |"]
-    lines += [f"| {label} | {value} |" for label, value in report_rows(metrics)]
+def render_markdown(title: str, stages: Mapping[str, Mapping[str, Any]]) -> str:
+    """A markdown report: a title and a table with one column per stage."""
+    names = list(stages)
+    lines = [f"# {title}", "", "| Metric | " + " | ".join(names) + " |",
+             "| --- |" + " --- |" * len(names)]
+    lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in report_rows(stages)]
     return "\n".join(lines) + "\n"
 
 
-def print_report(title: str, metrics: dict[str, Any]) -> None:
+def print_report(title: str, stages: Mapping[str, Mapping[str, Any]]) -> None:
     """Print the report as a table on the console."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("Metric")
-    table.add_column("Value", justify="right")
-    for label, value in report_rows(metrics):
-        table.add_row(label, value)
+    for name in stages:
+        table.add_column(name, justify="right")
+    for label, values in report_rows(stages):
+        table.add_row(label, *values)
     Console().print(table)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from compressor.errors import ConfigError
+from compressor.graph.compact import replay_history
 from compressor.models.registry import create_model
 from compressor.recipes.loader import recipe_from_dict
 from compressor.recipes.schema import Recipe
@@ -45,6 +46,14 @@ def run_info(checkpoint: dict) -> dict:
     return info
 
 
+def saved_history(checkpoint: dict) -> list[dict]:
+    """The compaction history stored by the compressing callbacks of a checkpoint (the longest
+    one: histories are cumulative)."""
+    histories = [state.get("history") for state in checkpoint.get("callbacks", {}).values()
+                 if isinstance(state, dict) and state.get("compacted")]
+    return max((h for h in histories if h), key=len, default=[])
+
+
 def restore_model(path: str | Path) -> RestoredModel:
     """Rebuild the model of a ``compressor`` checkpoint and load its weights (eval mode)."""
     path = Path(path)
@@ -57,6 +66,7 @@ def restore_model(path: str | Path) -> RestoredModel:
     model = create_model(recipe.model.name, num_classes=int(info["num_classes"]),
                          in_channels=input_shape[0], image_size=input_shape[1],
                          **recipe.model.options)
+    replay_history(model, saved_history(checkpoint))
     state = {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()
              if key.startswith("model.")}
     model.load_state_dict(state)

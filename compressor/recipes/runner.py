@@ -1,4 +1,9 @@
-"""``run_recipe``: build everything a recipe describes, train, evaluate and write the report."""
+"""``run_recipe``: build everything a recipe describes, train, evaluate and write the report.
+
+A run has one or two stages: an optional ``baseline`` stage trains the dense model, then the
+``train`` stage trains (and, with compression sections, compresses) it. Each stage writes its
+checkpoints under ``<out>/<stage>/``; ``metrics.json`` and ``report.md`` summarise all stages.
+"""
 
 from __future__ import annotations
 
@@ -21,91 +26,130 @@ from compressor.callbacks.timing import EpochTimer
 from compressor.data.datamodules import ClassificationDataModule, create_datamodule
 from compressor.graph.macs import model_size
 from compressor.models.registry import create_model
+from compressor.pruning.report import sparsity_report
 from compressor.recipes.report import print_report, render_markdown
-from compressor.recipes.schema import Recipe
+from compressor.recipes.schema import Recipe, TrainSpec, build_callbacks
 from compressor.training.checkpoints import load_weights
 from compressor.training.module import ClassificationModule
 from compressor.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["RunResult", "run_recipe", "build_module"]
+__all__ = ["RunResult", "run_recipe", "build_model"]
 
 
 @dataclass
 class RunResult:
-    """What a run produced: its output folder, metrics and best checkpoint."""
+    """What a run produced: its output folder, metrics and final checkpoint."""
 
     out_dir: Path
     metrics: dict[str, Any]
     checkpoint: Path | None
 
 
-def build_module(recipe: Recipe, datamodule: ClassificationDataModule) -> ClassificationModule:
-    """The ``ClassificationModule`` of ``recipe``'s model, shaped for ``datamodule``'s data."""
+def build_model(recipe: Recipe, datamodule: ClassificationDataModule) -> torch.nn.Module:
+    """The recipe's model, shaped for ``datamodule``'s data (weights from ``model.checkpoint``)."""
     channels, height, _ = datamodule.input_shape
     model = create_model(recipe.model.name, num_classes=datamodule.num_classes,
                          in_channels=channels, image_size=height, **recipe.model.options)
     if recipe.model.checkpoint is not None:
         load_weights(model, recipe.model.checkpoint)
-    return ClassificationModule(model, datamodule.num_classes, datamodule.input_shape,
-                                optimizer=recipe.train.optimizer, scheduler=recipe.train.scheduler,
-                                label_smoothing=recipe.train.label_smoothing)
+    return model
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, progress: bool = True,
                report: bool = True) -> RunResult:
-    """Train and evaluate what ``recipe`` describes; write ``metrics.json``, ``report.md``
+    """Train (and compress) what ``recipe`` describes; write ``metrics.json``, ``report.md``
     and checkpoints under ``out_dir`` (default ``runs/<recipe name>``).
 
-    Every input is validated (data present, model options, ...) before training starts.
+    Every input is validated (data present, model options, callback settings) before training
+    starts.
     """
     out = Path(out_dir) if out_dir is not None else Path("runs") / recipe.name
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
     datamodule = create_datamodule(recipe.data.name, **recipe.data.options)
-    module = build_module(recipe, datamodule)
+    model = build_model(recipe, datamodule)
+    build_callbacks(recipe)  # fail on bad callback settings before any training
+    stages: dict[str, dict[str, Any]] = {}
+    checkpoint: Path | None = None
+    if recipe.baseline is not None:
+        stages["baseline"], checkpoint = _run_stage(recipe, "baseline", recipe.baseline, model,
+                                                    datamodule, [], out, progress)
+    name = "compressed" if recipe.compresses else "dense"
+    stages[name], checkpoint = _run_stage(recipe, name, recipe.train, model, datamodule,
+                                          build_callbacks(recipe), out, progress)
+    metrics = _summary(recipe, stages, checkpoint)
+    atomic_write_json(out / "metrics.json", metrics)
+    title = f"Run report: {recipe.name}"
+    atomic_write_text(out / "report.md", render_markdown(title, stages))
+    if report:
+        print_report(title, stages)
+    return RunResult(out, metrics, checkpoint)
 
-    run_info = RunInfo({"recipe": recipe.model_dump(mode="json"),
+
+def _run_stage(recipe: Recipe, stage: str, train: TrainSpec, model: torch.nn.Module,
+               datamodule: ClassificationDataModule, callbacks: list[pl.Callback], out: Path,
+               progress: bool) -> tuple[dict[str, Any], Path | None]:
+    """One ``Trainer.fit`` + test; returns the stage metrics and its final checkpoint."""
+    folder = out / stage
+    module = ClassificationModule(model, datamodule.num_classes, datamodule.input_shape,
+                                  optimizer=train.optimizer, scheduler=train.scheduler,
+                                  label_smoothing=train.label_smoothing)
+    run_info = RunInfo({"recipe": recipe.model_dump(mode="json"), "stage": stage,
                         "input_shape": list(datamodule.input_shape),
                         "num_classes": datamodule.num_classes})
     timer = EpochTimer()
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/acc",
-                                 mode="max", save_last=True, enable_version_counter=False)
+    compressing = bool(callbacks)
+    saver = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor="val/acc",
+                            mode="max", save_last=True, enable_version_counter=False,
+                            save_top_k=0 if compressing else 1)
     shown, progress_bar = progress_callbacks(progress)
     trainer = pl.Trainer(
-        max_epochs=recipe.train.epochs, accelerator="cpu", devices=1,
-        callbacks=[run_info, timer, checkpoint, *shown], enable_progress_bar=progress_bar,
-        enable_model_summary=False, logger=CSVLogger(out, name="logs", version=""),
-        accumulate_grad_batches=recipe.train.accumulate_grad_batches,
-        limit_train_batches=recipe.train.limit_train_batches,
-        limit_val_batches=recipe.train.limit_val_batches, default_root_dir=out,
+        max_epochs=train.epochs, accelerator="cpu", devices=1,
+        callbacks=[*callbacks, run_info, timer, saver, *shown], enable_progress_bar=progress_bar,
+        enable_model_summary=False, logger=CSVLogger(folder, name="logs", version=""),
+        accumulate_grad_batches=train.accumulate_grad_batches,
+        limit_train_batches=train.limit_train_batches,
+        limit_val_batches=train.limit_val_batches, default_root_dir=folder,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     fit_seconds = time.perf_counter() - start
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    # Compression changes the architecture during fit: evaluate the final model. A dense run
+    # evaluates (and keeps) its best checkpoint by validation accuracy.
+    best = Path(saver.best_model_path) if saver.best_model_path and not compressing else None
     tested = trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None,
                           verbose=False)[0]
-
+    final = best or Path(saver.last_model_path)
+    example = torch.zeros(1, *datamodule.input_shape)
     metrics: dict[str, Any] = {
+        "stage": stage,
+        "epochs": trainer.current_epoch,
+        "test_acc": float(tested["test/acc"]),
+        "test_loss": float(tested["test/loss"]),
+        **model_size(model, example),
+        "weight_sparsity": sparsity_report(model).global_sparsity,
+        **timer.summary(),
+        "fit_seconds": fit_seconds,
+        "checkpoint": str(final),
+    }
+    if saver.best_model_score is not None and not compressing:
+        metrics["best_val_acc"] = float(saver.best_model_score)
+    return metrics, final
+
+
+def _summary(recipe: Recipe, stages: dict[str, dict[str, Any]], checkpoint: Path | None
+             ) -> dict[str, Any]:
+    final = list(stages.values())[-1]
+    return {
         "recipe": recipe.name,
         "model": recipe.model.name,
         "data": recipe.data.name,
         "seed": recipe.seed,
-        "epochs": trainer.current_epoch,
-        "test_acc": float(tested["test/acc"]),
-        "test_loss": float(tested["test/loss"]),
-        "best_val_acc": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
-        **model_size(module.model, torch.zeros(1, *datamodule.input_shape)),
-        **timer.summary(),
-        "fit_seconds": fit_seconds,
+        **{k: final[k] for k in ("test_acc", "test_loss", "parameters", "macs") if k in final},
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "stages": stages,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "checkpoint": str(best) if best else None,
         "versions": {"compressor": compressor.__version__, "torch": torch.__version__,
                      "pytorch_lightning": pl.__version__, "python": platform.python_version()},
         "recipe_config": recipe.model_dump(mode="json"),
     }
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "report.md", render_markdown(f"Run report: {recipe.name}", metrics))
-    if report:
-        print_report(f"Run report: {recipe.name}", metrics)
-    return RunResult(out, metrics, best)

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compressor._validation import check_kwargs
-from compressor.errors import ConfigError, UnknownNameError
+from compressor.errors import CompressorError, ConfigError, UnknownNameError
 from compressor.training.optim import OptimizerConfig, SchedulerConfig
 
-__all__ = ["ModelSpec", "DataSpec", "TrainSpec", "Recipe", "format_validation_error"]
+__all__ = ["ModelSpec", "DataSpec", "TrainSpec", "Recipe", "format_validation_error", "build_callbacks"]
 
 
 class _Strict(BaseModel):
@@ -85,14 +85,55 @@ class TrainSpec(_Strict):
 
 
 class Recipe(_Strict):
-    """A complete run: model, data, training and where to write the results."""
+    """A complete run: model, data, training, compression and where to write the results.
+
+    ``baseline`` (optional) trains the dense model first; ``train`` is then the compression
+    fit, with the callbacks of the ``pruning``, ``distillation``, ... sections (each section
+    holds the keyword arguments of the callback of the same name).
+    """
 
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     seed: int = Field(0, ge=0)
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
+    baseline: TrainSpec | None = None
     train: TrainSpec = TrainSpec()
+    pruning: list[dict[str, Any]] = Field(default_factory=list)
+    distillation: dict[str, Any] | None = None
+
+    @field_validator("pruning")
+    @classmethod
+    def _check_pruning(cls, sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from compressor.callbacks.pruning import Pruning
+
+        for index, section in enumerate(sections):
+            _build_callback(Pruning, section, f"entry {index}")
+        return sections
+
+    @field_validator("distillation")
+    @classmethod
+    def _check_distillation(cls, section: dict[str, Any] | None) -> dict[str, Any] | None:
+        from compressor.callbacks.distillation import Distillation
+
+        if section is not None:
+            _build_callback(Distillation, section, "")
+        return section
+
+    @property
+    def compresses(self) -> bool:
+        """Whether the ``train`` fit uses compression callbacks."""
+        return bool(self.pruning or self.distillation)
+
+
+def _build_callback(callback: type, section: dict[str, Any], where: str) -> Any:
+    """Construct ``callback(**section)`` so every key and value is validated at load time."""
+    prefix = f"{where}: " if where else ""
+    check_kwargs(f"{prefix}{callback.__name__}", callback, section)
+    try:
+        return callback(**section)
+    except CompressorError as error:
+        raise ConfigError(f"{prefix}{error}") from None
 
 
 def format_validation_error(error: ValidationError, source: str) -> ConfigError:
@@ -108,3 +149,14 @@ def format_validation_error(error: ValidationError, source: str) -> ConfigError:
         shown = "" if quiet else f" (got {value!r})"
         lines.append(f"  - {location}: {message}{shown}")
     return ConfigError(f"Invalid recipe {source}:\n" + "\n".join(lines))
+
+
+def build_callbacks(recipe: Recipe) -> list[Any]:
+    """The compression callbacks a recipe's ``train`` fit uses."""
+    from compressor.callbacks.distillation import Distillation
+    from compressor.callbacks.pruning import Pruning
+
+    callbacks: list[Any] = [Pruning(**section) for section in recipe.pruning]
+    if recipe.distillation is not None:
+        callbacks.append(Distillation(**recipe.distillation))
+    return callbacks

@@ -21,9 +21,9 @@ def digits_run(tmp_path_factory):
 def test_run_writes_metrics_report_and_checkpoints(digits_run):
     metrics = json.loads((digits_run.out_dir / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(digits_run.metrics))
-    assert metrics["test_acc"] > 0.5 and metrics["epochs"] == 2
+    assert metrics["test_acc"] > 0.5 and metrics["stages"]["dense"]["epochs"] == 2
     assert metrics["macs"] == 8 * 8 * 32 + 32 * 10
-    assert (digits_run.out_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (digits_run.out_dir / "dense" / "checkpoints" / "last.ckpt").is_file()
     assert digits_run.checkpoint.name == "best.ckpt"
     assert "MACs per sample" in (digits_run.out_dir / "report.md").read_text()
 
@@ -42,3 +42,26 @@ def test_restore_rejects_foreign_checkpoints(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ConfigError, match="not written by `compressor run`"):
         restore_model(path)
+
+
+def test_baseline_then_compression_stage(tmp_path):
+    recipe = recipe_from_dict({
+        "name": "digits-compress", "model": {"name": "resnet8", "width_mult": 0.5},
+        "data": {"name": "digits"},
+        "baseline": {"epochs": 2, "optimizer": {"lr": 0.05}, "limit_train_batches": 8},
+        "train": {"epochs": 2, "optimizer": {"lr": 0.02}, "limit_train_batches": 8},
+        "pruning": [{"granularity": "channel", "sparsity": 0.5, "schedule": "one-shot",
+                     "start_epoch": 0}],
+        "distillation": {"teacher": "self", "alpha": 0.5},
+    })
+    result = run_recipe(recipe, tmp_path, progress=False, report=False)
+    stages = result.metrics["stages"]
+    assert list(stages) == ["baseline", "compressed"]
+    assert stages["compressed"]["parameters"] < stages["baseline"]["parameters"] / 3
+    assert stages["compressed"]["macs"] < stages["baseline"]["macs"] / 3
+    assert stages["compressed"]["test_acc"] > 0.3
+    report = (tmp_path / "report.md").read_text()
+    assert "| Metric | baseline | compressed |" in report
+    restored = restore_model(result.checkpoint)
+    assert restored.model.conv1.out_channels == 4
+    assert sum(p.numel() for p in restored.model.parameters()) == stages["compressed"]["parameters"]
