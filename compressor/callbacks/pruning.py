@@ -128,6 +128,11 @@ class Pruning(pl.Callback):
         if stage != "fit":
             return
         self._path = find_student_path(pl_module, self.student_path)
+        if self.compact and getattr(trainer.strategy, "_start_method", "popen") != "popen":
+            raise ConfigError(
+                "Physical compaction cannot be used with strategy='ddp_spawn': the main process "
+                "would receive weights of a smaller model than its own. Use strategy='ddp', or "
+                "Pruning(compact=False) and compressor.compact() the model after training.")
         self.pruner, self.compacted, self.last_event, self.history = None, False, -1, []
         self._pending = None
         add_load_hook(pl_module, self, COMPACTION_PRIORITY,
