@@ -73,14 +73,19 @@ class Pruner:
         config: What to prune.
         example_inputs: Inputs for one forward pass; required for ``channel``, ``head`` and
             ``block`` granularity (to trace the model).
+        reference: A module with the same parameter names whose layer types identify the
+            prunable weights, when ``model`` no longer has them (e.g. a QAT-prepared graph of
+            the same network). Defaults to ``model``.
 
     Raises:
         ConfigError: nothing prunable, or an ``overrides`` / ``ignore`` pattern that matches
             no layer.
     """
 
-    def __init__(self, model: nn.Module, config: PruningConfig, example_inputs: Any = None) -> None:
+    def __init__(self, model: nn.Module, config: PruningConfig, example_inputs: Any = None,
+                 reference: nn.Module | None = None) -> None:
         self.model = model
+        self.reference = reference if reference is not None else model
         self.config = config
         self.granularity: Granularity = config.granularity  # type: ignore[assignment]
         self.masks = MaskSet()
@@ -89,8 +94,8 @@ class Pruner:
         self.removed: dict[str, torch.Tensor] = {}
         self.compacted = False
         self._norm_hooks: MaskedNorms | None = None
-        norm_weights = {f"{n}.weight" if n else "weight" for n, m in model.named_modules()
-                        if isinstance(m, _NORMS)}
+        norm_weights = {f"{n}.weight" if n else "weight" for n, m in
+                        self.reference.named_modules() if isinstance(m, _NORMS)}
         self.criterion: Criterion = make_criterion(config.criterion, config.seed, norm_weights)
         if self.granularity.structured and example_inputs is None:
             raise ConfigError(f"granularity {self.granularity.value!r} traces the model: pass "
@@ -114,7 +119,7 @@ class Pruner:
 
     # ------------------------------------------------------------------ units
     def _layer_units(self) -> list[str]:
-        weights = prunable_weights(self.model)
+        weights = prunable_weights(self.reference)
         names = list(weights)
         modules = [name.rpartition(".")[0] for name in names]
         check_patterns("ignore", self.config.ignore, modules)
@@ -349,21 +354,45 @@ class Pruner:
 
     # ------------------------------------------------------------------ status
     def status(self, target: float | None = None) -> PruningStatus:
-        """Measured sparsity of the pruned units and of all conv/linear weights."""
-        per_unit = {u: float(r.float().mean()) for u, r in self.removed.items()}
-        if self.granularity in (Granularity.UNSTRUCTURED, Granularity.NM):
-            total = sum(r.numel() for r in self.removed.values())
-            measured = sum(int(r.sum()) for r in self.removed.values()) / total if total else 0.0
-        elif self.granularity is Granularity.BLOCK:
-            measured = per_unit.get("blocks", 0.0)
-        else:
-            total = sum(r.numel() for r in self.removed.values())
-            measured = sum(int(r.sum()) for r in self.removed.values()) / total if total else 0.0
-        weights = prunable_weights(self.model).values()
+        """Sparsity measured from the model's actual zeros: per layer (unstructured, n:m), per
+        group (a channel or head counts when all its parameter slices are zero) or over blocks
+        (a block counts when its residual branches are zeroed); plus the fraction of zeros over
+        all conv/linear weights."""
+        zero = self._measured_zero()
+        per_unit = {unit: float(flags.float().mean()) for unit, flags in zero.items()}
+        total = sum(flags.numel() for flags in zero.values())
+        measured = sum(int(flags.sum()) for flags in zero.values()) / total if total else 0.0
+        parameters = dict(self.model.named_parameters())
+        weights = [parameters[name] for name in prunable_weights(self.reference)
+                   if name in parameters]
         numel = sum(w.numel() for w in weights)
         zeros = sum(int((w == 0).sum()) for w in weights)
         return PruningStatus(self.config.target if target is None else target, measured,
                              zeros / numel if numel else 0.0, per_unit)
+
+    def _measured_zero(self) -> dict[str, torch.Tensor]:
+        parameters = dict(self.model.named_parameters())
+        with torch.no_grad():
+            if self.granularity in (Granularity.UNSTRUCTURED, Granularity.NM):
+                return {unit: (parameters[unit] == 0).flatten().cpu() for unit in self.units}
+            if self.granularity is Granularity.BLOCK:
+                return {"blocks": torch.tensor([all(bool((parameters[n] == 0).all())
+                                                    for n in block.branch_ends)
+                                                for block in self.blocks])}
+            return {unit: self._zero_channels(self._groups[unit], parameters)
+                    for unit in self.units}
+
+    @staticmethod
+    def _zero_channels(group: ChannelGroup, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        nonzero = torch.zeros(len(group))
+        for slot, (owners, positions) in _slot_index(group).items():
+            if slot.tensor not in parameters:
+                continue
+            tensor = parameters[slot.tensor] != 0
+            dims = [d for d in range(tensor.ndim) if d != slot.dim]
+            per_position = (tensor.any(dim=dims) if dims else tensor).float().cpu()
+            nonzero.index_add_(0, owners, per_position[positions])
+        return nonzero == 0
 
     # ----------------------------------------------------------------- compact
     def compact(self) -> CompactionResult:
