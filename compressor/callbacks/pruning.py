@@ -16,8 +16,8 @@ import pytorch_lightning as pl
 import torch
 
 from compressor._validation import check_int
-from compressor.callbacks._strategy import rewrap_distributed
 from compressor.callbacks._checkpoint import COMPACTION_PRIORITY, add_load_hook, remove_load_hook
+from compressor.callbacks._strategy import rewrap_distributed
 from compressor.callbacks._student import find_student_path, get_student
 from compressor.errors import ConfigError, InvalidTypeError
 from compressor.graph.compact import compaction_history, replay_history

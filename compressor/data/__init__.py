@@ -10,7 +10,12 @@ from compressor.data.datamodules import (
     create_datamodule,
     list_datamodules,
 )
-from compressor.data.datasets import ImageSplits, TensorImageDataset, load_digits, load_fashion_mnist
+from compressor.data.datasets import (
+    ImageSplits,
+    TensorImageDataset,
+    load_digits,
+    load_fashion_mnist,
+)
 from compressor.data.sources import ensure_fashion_mnist, find_fashion_mnist
 
 __all__ = [

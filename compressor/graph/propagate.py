@@ -80,8 +80,8 @@ _UNARY = {
     "reciprocal", "erf", "sin", "cos", "_to_copy", "to", "lift_fresh_copy", "sign", "round",
     "floor", "ceil", "nan_to_num", "logit", "clamp", "clamp_min", "clamp_max", "pow", "zeros_like",
     "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "bitwise_not",
-    "logical_not", "isnan", "isfinite", "trunc", "frac", "sigmoid_", "tanh_", "silu_",
-    "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "upsample_bilinear2d",
+    "logical_not", "isnan", "isfinite", "trunc", "frac", "sigmoid_", "tanh_", "upsample_nearest1d",
+    "upsample_nearest2d", "upsample_nearest3d", "upsample_bilinear2d",
     "upsample_bicubic2d", "upsample_linear1d", "upsample_trilinear3d", "_upsample_nearest_exact2d",
     "_upsample_bilinear2d_aa", "native_dropout",
 }

@@ -15,7 +15,12 @@ from compressor.pruning.criteria import (
 )
 from compressor.pruning.masks import MaskSet
 from compressor.pruning.pruner import Pruner, PruningStatus
-from compressor.pruning.report import LayerSparsity, SparsityReport, prunable_weights, sparsity_report
+from compressor.pruning.report import (
+    LayerSparsity,
+    SparsityReport,
+    prunable_weights,
+    sparsity_report,
+)
 from compressor.pruning.schedules import Schedule, ScheduleKind, make_schedule
 
 __all__ = [

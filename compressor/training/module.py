@@ -15,7 +15,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from compressor._validation import check_float, check_int
-from compressor.training.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
+from compressor.training.optim import (
+    OptimizerConfig,
+    SchedulerConfig,
+    build_optimizer,
+    build_scheduler,
+)
 
 __all__ = ["ClassificationModule"]
 

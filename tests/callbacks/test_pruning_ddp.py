@@ -6,7 +6,6 @@ import textwrap
 
 import pytest
 import pytorch_lightning as pl
-import torch
 
 from compressor.callbacks import Pruning
 from compressor.errors import ConfigError

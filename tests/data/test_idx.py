@@ -11,7 +11,8 @@ from compressor.errors import CompressorError
 def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(payload)
+    with (gzip.open if compress else open)(path, "wb") as handle:
+        handle.write(payload)
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -24,13 +25,15 @@ def test_round_trip(tmp_path, compress):
 
 def test_bad_magic(tmp_path):
     path = tmp_path / "bad.gz"
-    gzip.open(path, "wb").write(b"\x01\x02\x03\x04rest")
+    with gzip.open(path, "wb") as handle:
+        handle.write(b"\x01\x02\x03\x04rest")
     with pytest.raises(CompressorError, match="not an IDX file"):
         read_idx(path)
 
 
 def test_truncated(tmp_path):
     path = tmp_path / "short.gz"
-    gzip.open(path, "wb").write(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"abc")
+    with gzip.open(path, "wb") as handle:
+        handle.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"abc")
     with pytest.raises(CompressorError, match="truncated"):
         read_idx(path)
