@@ -93,6 +93,42 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--no-apt", action="store_true", help="do not try apt-get")
     fetch.add_argument("--no-download", action="store_true", help="do not download")
     fetch.set_defaults(handler=_cmd_fetch)
+
+    export = commands.add_parser(
+        "export", help="export a checkpoint to ONNX and verify it in ONNX Runtime",
+        description="Rebuild the model of a checkpoint written by `compressor run` / `train`, "
+                    "export it to ONNX and verify it (onnx.checker, parity with PyTorch, "
+                    "int8-kernel audit, latency). Writes <out>.report.json next to the file; "
+                    "a file that fails parity is kept as <name>.rejected.onnx and the command "
+                    "exits with status 2.")
+    export.add_argument("checkpoint", help="checkpoint (.ckpt) written by `compressor run/train`")
+    export.add_argument("--out", help="ONNX file to write (default: the checkpoint's name with "
+                                      ".onnx)")
+    export.add_argument("--batch", type=_int_at_least(1), default=32,
+                        help="batch size timed besides batch 1 (default: 32)")
+    export.add_argument("--repeats", type=_int_at_least(1), default=20,
+                        help="timed runs per batch size (default: 20)")
+    export.add_argument("--opset", type=_int_at_least(18), help="ONNX opset (default: the "
+                                                                 "exporter's)")
+    export.add_argument("--static-batch", action="store_true",
+                        help="fix the batch dimension to --batch instead of a dynamic one")
+    export.set_defaults(handler=_cmd_export)
+
+    bench = commands.add_parser(
+        "bench", help="time ONNX files in ONNX Runtime side by side",
+        description="File size, ONNX Runtime latency (1 intra-op thread, median of interleaved "
+                    "runs) at batch 1 and --batch, speed-up against --baseline and the "
+                    "int8-kernel audit of each file.")
+    bench.add_argument("model", help="ONNX file")
+    bench.add_argument("--baseline", help="ONNX file to compare against (e.g. the fp32 model)")
+    bench.add_argument("--batch", type=_int_at_least(1), default=32,
+                       help="batch size timed besides batch 1 (default: 32)")
+    bench.add_argument("--repeats", type=_int_at_least(1), default=30,
+                       help="timed runs per model and batch size (default: 30)")
+    bench.add_argument("--threads", type=_int_at_least(1), default=1,
+                       help="ONNX Runtime intra-op threads (default: 1)")
+    bench.add_argument("--json", help="also write the measurements to this JSON file")
+    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 
@@ -143,6 +179,50 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
     folder = ensure_fashion_mnist(allow_apt=not args.no_apt, allow_download=not args.no_download)
     print(f"Fashion-MNIST is in {folder}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from compressor.export import export_onnx
+    from compressor.recipes.restore import restore_model
+
+    restored = restore_model(args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    example = restored.example_inputs(args.batch if args.static_batch else 2)
+    report = export_onnx(restored.model, out, example,
+                         dynamic_batch=not args.static_batch, opset=args.opset,
+                         metadata={"recipe": restored.recipe.name,
+                                   "model": restored.recipe.model.name,
+                                   "input_shape": list(restored.input_shape)},
+                         latency_batches=sorted({1, args.batch}), latency_repeats=args.repeats)
+    print(report)
+    print(f"Wrote {report.path} and {report.report_path}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from compressor.export import compare_onnx
+    from compressor.utils.io import atomic_write_json
+
+    name = Path(args.model).name
+    models = {name: args.model}
+    baseline = None
+    if args.baseline:
+        baseline = Path(args.baseline).name
+        if baseline == name:
+            baseline = f"{baseline} (baseline)"
+        models[baseline] = args.baseline
+    result = compare_onnx(models, baseline=baseline, batch_sizes=sorted({1, args.batch}),
+                          repeats=args.repeats, threads=args.threads)
+    print(result.title())
+    print(result.to_markdown())
+    if args.json:
+        atomic_write_json(args.json, result.to_dict())
+        print(f"Wrote {args.json}")
     return 0
 
 

@@ -1,0 +1,64 @@
+"""Capturing a model with ``torch.export`` for PT2E quantization, with a dynamic batch dimension
+and errors that name what could not be captured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.fx import GraphModule
+
+from compressor.errors import CaptureError, InvalidTypeError
+from compressor.export.diagnose import diagnose_failure
+
+__all__ = ["as_inputs", "capture"]
+
+
+def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    """``example_inputs`` as a tuple of tensors, each with a batch of at least 2 rows
+    (``torch.export`` specialises size-1 dimensions, which would fix the batch size).
+
+    Raises:
+        InvalidTypeError: not a tensor or a tuple/list of tensors with a batch dimension.
+    """
+    values = (tuple(example_inputs) if isinstance(example_inputs, (tuple, list))
+              else (example_inputs,))
+    if not values or not all(isinstance(v, torch.Tensor) and v.dim() > 0 for v in values):
+        raise InvalidTypeError(
+            "`example_inputs` must be a tensor or a tuple of tensors with a batch dimension (the "
+            f"model's positional inputs), got {type(example_inputs).__name__}.")
+    return tuple(torch.cat([v, v]) if v.shape[0] == 1 else v for v in values)
+
+
+def capture(model: nn.Module, example_inputs: Any, training: bool) -> GraphModule:
+    """``torch.export`` ``model`` with a dynamic first dimension on every input.
+
+    The model is captured in train mode (QAT: batch norm with batch statistics, dropout) or eval
+    mode (PTQ); every module's mode is restored afterwards.
+
+    Raises:
+        CaptureError: ``torch.export`` failed; the message names the failing op / module and
+            suggests quantizing a capturable submodule or keeping that part in float.
+    """
+    inputs = as_inputs(example_inputs)
+    batch = torch.export.Dim("batch", min=1)
+    flags = {module: module.training for module in model.modules()}
+    model.train(training)
+    try:
+        program = torch.export.export(model, inputs, strict=False,
+                                      dynamic_shapes=tuple({0: batch} for _ in inputs))
+    except Exception as error:  # torch.export raises many unrelated types
+        info = diagnose_failure(error, model)
+        where = info.where()
+        culprit = f"`{info.module}`" if info.module else "the failing module"
+        raise CaptureError(
+            f"torch.export cannot capture {type(model).__name__} for quantization: {info.reason}"
+            + (f" ({where})" if where else "") + ". Hints: quantize a submodule that torch.export "
+            f"can capture (pass it instead of the whole model, or choose it with the callback's "
+            f"`student=`), keep {culprit} out of the quantized part (in float), or rewrite the "
+            "data-dependent code with tensor ops / torch.cond.") from error
+    finally:
+        for submodule, mode in flags.items():
+            submodule.training = mode
+    return program.module()
