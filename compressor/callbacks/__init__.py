@@ -5,6 +5,8 @@ from compressor.callbacks.distillation import Distillation
 from compressor.callbacks.export import ExportONNX
 from compressor.callbacks.progress import EpochSummary
 from compressor.callbacks.pruning import Pruning
+from compressor.callbacks.quantization import QuantizationAwareTraining
 from compressor.callbacks.timing import EpochTimer
 
-__all__ = ["Distillation", "EpochTimer", "EpochSummary", "ExportONNX", "Pruning"]
+__all__ = ["Distillation", "EpochTimer", "EpochSummary", "ExportONNX", "Pruning",
+           "QuantizationAwareTraining"]

@@ -17,8 +17,9 @@ import torch
 
 from compressor._validation import check_int
 from compressor.callbacks._checkpoint import COMPACTION_PRIORITY, add_load_hook, remove_load_hook
+from compressor.callbacks._inputs import example_inputs, train_loader
 from compressor.callbacks._strategy import rewrap_distributed
-from compressor.callbacks._student import find_student_path, get_student
+from compressor.callbacks._student import find_student_path, get_student, pristine_student
 from compressor.errors import ConfigError, InvalidTypeError
 from compressor.graph.compact import compaction_history, replay_history
 from compressor.pruning import Granularity, Pruner, PruningConfig, make_schedule
@@ -151,9 +152,12 @@ class Pruning(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.compacted and self.pruner is None:
-            example = (self._example(trainer, pl_module)
+            example = (example_inputs(trainer, pl_module, self.example_inputs, "Pruning")
                        if self.config.granularity.structured else None)
-            self.pruner = Pruner(get_student(pl_module, self._path), self.config, example)
+            # A QAT callback may already have swapped the student for its prepared graph (same
+            # parameters): layer types and tracing then come from the original module.
+            self.pruner = Pruner(get_student(pl_module, self._path), self.config, example,
+                                 reference=pristine_student(pl_module, self._path))
             if self._pending is not None:
                 self.pruner.load_state_dict(self._pending)
                 self._pending = None
@@ -215,19 +219,6 @@ class Pruning(pl.Callback):
             self._pending = state_dict["pruner"]
 
     # ---------------------------------------------------------------- helpers
-    def _example(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
-        if self.example_inputs is not None:
-            return self.example_inputs
-        batch = _first_training_batch(trainer)
-        if batch is not None:
-            return batch
-        if getattr(pl_module, "example_input_array", None) is not None:
-            return pl_module.example_input_array
-        raise ConfigError(f"granularity {self.config.granularity.value!r} traces the model with "
-                          "example inputs: pass Pruning(example_inputs=...), or set "
-                          "`example_input_array` on the LightningModule, or fit with a "
-                          "LightningDataModule.")
-
     def _attach(self, trainer: pl.Trainer) -> None:
         if self.pruner is not None and not self.compacted:
             self.pruner.attach(trainer.optimizers)
@@ -273,7 +264,7 @@ class Pruning(pl.Callback):
     def _calibrate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Score a few training batches before pruning at step 0 (data-driven criteria)."""
         assert self.pruner is not None
-        loader = _train_loader(trainer)
+        loader = train_loader(trainer)
         if loader is None:
             return
         model = get_student(pl_module, self._path)
@@ -291,25 +282,6 @@ class Pruning(pl.Callback):
                 self.pruner.accumulate()
         model.zero_grad(set_to_none=True)
         pl_module.train(was_training)
-
-
-def _train_loader(trainer: pl.Trainer) -> Any:
-    datamodule = getattr(trainer, "datamodule", None)
-    if datamodule is not None:
-        return datamodule.train_dataloader()
-    source = trainer.fit_loop._data_source  # noqa: SLF001 - loaders passed to fit()
-    return source.dataloader() if source.is_defined() else None
-
-
-def _first_training_batch(trainer: pl.Trainer) -> Any:
-    loader = _train_loader(trainer)
-    if loader is None:
-        return None
-    batch = next(iter(loader))
-    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if isinstance(inputs, torch.Tensor):
-        return inputs[:2].clone()
-    return None
 
 
 @contextlib.contextmanager

@@ -9,11 +9,13 @@ An export failure leaves no file behind; a parity failure keeps the file as
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,18 @@ def _export_hint(stage: str) -> str:
             "submodule that avoids it, or report it to PyTorch (component: export).")
 
 
+@contextlib.contextmanager
+def _quiet_registration() -> Iterator[None]:
+    """The exporter warns about every torchvision op it skips; torchvision is never needed."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _torch_onnx_export(model: nn.Module, inputs: tuple[torch.Tensor, ...], dynamic_batch: bool,
                        opset: int | None, external: bool,
                        custom_translation_table: Mapping[Callable, Callable] | None) -> Any:
@@ -104,10 +118,11 @@ def _torch_onnx_export(model: nn.Module, inputs: tuple[torch.Tensor, ...], dynam
         dynamic_shapes = tuple({0: batch} for _ in inputs)
     translations = {**quantized_translations(model), **dict(custom_translation_table or {})}
     try:
-        return torch.onnx.export(
-            model, export_inputs, dynamo=True, external_data=external, opset_version=opset,
-            dynamic_shapes=dynamic_shapes, verbose=False, optimize=True,
-            custom_translation_table=translations or None)
+        with _quiet_registration():
+            return torch.onnx.export(
+                model, export_inputs, dynamo=True, external_data=external, opset_version=opset,
+                dynamic_shapes=dynamic_shapes, verbose=False, optimize=True,
+                custom_translation_table=translations or None)
     except Exception as error:  # the exporter raises many types; all become an ExportError
         info = diagnose_failure(error, model, export_inputs)
         where = info.where()

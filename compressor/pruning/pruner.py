@@ -101,10 +101,10 @@ class Pruner:
             raise ConfigError(f"granularity {self.granularity.value!r} traces the model: pass "
                               "`example_inputs` (e.g. one batch of inputs).")
         if self.granularity in (Granularity.CHANNEL, Granularity.HEAD):
-            self.graph = DependencyGraph(model, example_inputs)
+            self.graph = DependencyGraph(self.reference, example_inputs)
             self.units = self._group_units()
         elif self.granularity is Granularity.BLOCK:
-            self.blocks = find_residual_blocks(model, example_inputs)
+            self.blocks = find_residual_blocks(self.reference, example_inputs)
             self.units = self._block_units()
         else:
             self.units = self._layer_units()

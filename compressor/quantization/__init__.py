@@ -3,7 +3,12 @@
 :class:`OrtQuantizer` (int8 symmetric per-channel weights, uint8 per-tensor activations, every
 conv/linear output quantized on its own). torchao is imported only when a model is prepared."""
 
+import os
 from typing import Any
+
+# torchao tries to load CUDA kernels at import and prints a warning per library on CPU-only
+# machines; skipping them changes nothing on CPU. An explicit user setting wins.
+os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
 
 from compressor.quantization.calibrate import calibrate
 from compressor.quantization.config import ActivationObserver, QuantizationConfig

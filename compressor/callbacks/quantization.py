@@ -1,0 +1,252 @@
+"""``QuantizationAwareTraining``: int8 QAT of the student of any LightningModule.
+
+A thin adapter over :mod:`compressor.quantization`. At ``start_epoch`` (or ``start_step``) the
+student is captured with ``torch.export`` and replaced by its QAT-prepared graph; the prepared
+graph shares the student's parameters, so the optimizer, pruning masks and distillation keep
+working. Batch-norm statistics and observers freeze on schedule; observers are off during
+validation; at the end of ``fit`` the student is converted to int8 (before ``ExportONNX`` runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+
+from compressor._validation import check_int
+from compressor.callbacks._checkpoint import QUANTIZATION_PRIORITY, add_load_hook, remove_load_hook
+from compressor.callbacks._inputs import example_inputs
+from compressor.callbacks._strategy import rewrap_distributed
+from compressor.callbacks._student import (
+    find_student_path,
+    forget_pristine,
+    get_student,
+    remember_pristine,
+    set_student,
+)
+from compressor.errors import CompositionError, ConfigError, InvalidTypeError
+from compressor.quantization import (
+    QuantizationConfig,
+    convert,
+    freeze_batch_norm,
+    prepare_qat,
+    set_observers,
+    set_qat_training,
+    set_training,
+)
+
+__all__ = ["QuantizationAwareTraining"]
+
+
+class QuantizationAwareTraining(pl.Callback):
+    """Train the student with int8 fake quantization, then convert it to an int8 model.
+
+    Give the schedule in epochs or in optimizer steps (not both). Epoch events happen at the
+    start of the epoch; step events before the step.
+
+    Args:
+        start_epoch: Epoch whose start prepares the model for QAT (default 0: prepared in
+            ``setup``, before the optimizers are created).
+        freeze_bn_epoch: Epoch from which batch norm uses (and stops updating) its running
+            statistics, so the folded weights QAT sees match the converted model.
+        freeze_observer_epoch: Epoch from which the quantization ranges stop changing.
+        start_step: Optimizer step that prepares the model (instead of ``start_epoch``).
+        freeze_bn_step: Optimizer step from which batch norm is frozen.
+        freeze_observer_step: Optimizer step from which the ranges stop changing.
+        keep_float: Module-name patterns kept in float (``"@first"`` / ``"@last"`` for the
+            first / last convolution or linear layer).
+        quantize_matmul: Quantize attention matrix products (ONNX Runtime ``QLinearMatMul``).
+        averaging_constant: Weight of each new batch in the moving-average range estimates.
+        convert_at_end: Convert the student to int8 when ``fit`` ends.
+        example_inputs: Inputs for ``torch.export`` (default: the first training batch's
+            inputs, else the LightningModule's ``example_input_array``).
+        student: Attribute path of the model to quantize (default: the only child with
+            parameters). It must be a submodule, since it gets replaced.
+
+    Raises:
+        ConfigError: invalid schedule values.
+        CompositionError: (at setup) a ``Pruning`` callback would compact the model after QAT
+            has started; the message says how to fix the schedules.
+    """
+
+    def __init__(self, start_epoch: int | None = None, freeze_bn_epoch: int | None = None,
+                 freeze_observer_epoch: int | None = None, start_step: int | None = None,
+                 freeze_bn_step: int | None = None, freeze_observer_step: int | None = None,
+                 keep_float: Sequence[str] = (), quantize_matmul: bool = True,
+                 averaging_constant: float = 0.01, convert_at_end: bool = True,
+                 example_inputs: Any = None, student: str | None = None) -> None:
+        epochs = (start_epoch, freeze_bn_epoch, freeze_observer_epoch)
+        steps = (start_step, freeze_bn_step, freeze_observer_step)
+        if any(v is not None for v in epochs) and any(v is not None for v in steps):
+            raise ConfigError("Give the QAT schedule in epochs (start_epoch, freeze_bn_epoch, "
+                              "freeze_observer_epoch) or in steps (start_step, ...), not both.")
+        self.unit = "step" if any(v is not None for v in steps) else "epoch"
+        start, freeze_bn, freeze_observer = steps if self.unit == "step" else epochs
+        self.start = check_int(f"start_{self.unit}", start or 0, minimum=0)
+        self.freeze_bn_at = self._check_after(f"freeze_bn_{self.unit}", freeze_bn)
+        self.freeze_observer_at = self._check_after(f"freeze_observer_{self.unit}", freeze_observer)
+        self.config = QuantizationConfig(keep_float=tuple(keep_float),
+                                         quantize_matmul=quantize_matmul,
+                                         averaging_constant=averaging_constant)
+        self.convert_at_end = bool(convert_at_end)
+        self.example_inputs = example_inputs
+        if student is not None and not isinstance(student, str):
+            raise InvalidTypeError(f"`student` must be an attribute path (str), got {student!r}.")
+        self.student_path = student
+        self._path = ""
+        self.prepared = self.bn_frozen = self.observers_frozen = self.converted = False
+
+    def _check_after(self, name: str, value: int | None) -> int | None:
+        if value is None:
+            return None
+        check_int(name, value, minimum=0)
+        if value < self.start:
+            raise ConfigError(f"`{name}` ({value}) must not be before the QAT start ({self.start}).")
+        return value
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(unit=self.unit, start=self.start)
+
+    # -------------------------------------------------------------- lifecycle
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._path = find_student_path(pl_module, self.student_path)
+        if not self._path:
+            raise ConfigError("QAT replaces the student by its prepared graph, so it must be a "
+                              "submodule: pass `student=` with its attribute path.")
+        self.prepared = self.bn_frozen = self.observers_frozen = self.converted = False
+        self._check_composition(trainer)
+        add_load_hook(pl_module, self, QUANTIZATION_PRIORITY,
+                      lambda checkpoint: self._resume(trainer, pl_module, checkpoint))
+        if self.start == 0:
+            self._prepare(trainer, pl_module)
+
+    def _check_composition(self, trainer: pl.Trainer) -> None:
+        """Channel compaction changes shapes: it must be done before QAT captures the model."""
+        from compressor.callbacks.pruning import Pruning
+
+        for callback in trainer.callbacks:
+            if not isinstance(callback, Pruning) or not callback.compact:
+                continue
+            if callback.unit != self.unit:
+                continue  # mixed units are checked once the epoch length is known
+            if callback.schedule.end >= self.start:
+                unit = self.unit
+                raise CompositionError(
+                    f"Pruning({callback.config.granularity.value!r}) compacts the model at the end "
+                    f"of {unit} {callback.schedule.end}, but QAT starts at {unit} {self.start}: "
+                    "the model must be compacted before it is captured for QAT. Set QAT's "
+                    f"start_{unit} to at least {callback.schedule.end + 1}, or end the pruning "
+                    f"schedule before {unit} {self.start}.")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        forget_pristine(pl_module)
+        self._check_mixed_units(trainer)
+
+    def _check_mixed_units(self, trainer: pl.Trainer) -> None:
+        from compressor.callbacks.pruning import Pruning
+
+        per_epoch = max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
+        for callback in trainer.callbacks:
+            if not isinstance(callback, Pruning) or not callback.compact or callback.unit == self.unit:
+                continue
+            end = ((callback.schedule.end + 1) * per_epoch if callback.unit == "epoch"
+                   else callback.schedule.end)
+            start = self.start * per_epoch if self.unit == "epoch" else self.start
+            if end > start:
+                raise CompositionError(
+                    f"Pruning compacts the model at step {end} (end of its schedule) but QAT "
+                    f"starts at step {start}: end the pruning schedule before QAT starts.")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.unit == "epoch":
+            self._on_time(trainer, pl_module, trainer.current_epoch)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        if self.unit == "step":
+            self._on_time(trainer, pl_module, trainer.global_step)
+        if self.prepared and not self.converted:
+            # Lightning sets `.training` flags directly; switch the exported graph explicitly.
+            set_qat_training(get_student(pl_module, self._path), True)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.prepared and not self.converted:
+            student = get_student(pl_module, self._path)
+            set_qat_training(student, False)
+            set_observers(student, False)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.prepared and not self.converted and not self.observers_frozen:
+            set_observers(get_student(pl_module, self._path), True)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        student = get_student(pl_module, self._path) if self._path else None
+        if student is not None and (self.prepared or self.converted):
+            set_training(student, False)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.log_dict({"qat/active": float(self.prepared),
+                            "qat/bn_frozen": float(self.bn_frozen),
+                            "qat/observers_frozen": float(self.observers_frozen)},
+                           on_step=False, on_epoch=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.prepared and self.convert_at_end and not self.converted:
+            student = get_student(pl_module, self._path)
+            set_student(pl_module, self._path, convert(student))
+            self.converted = True
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            remove_load_hook(pl_module, self)
+
+    # ---------------------------------------------------------------- events
+    def _on_time(self, trainer: pl.Trainer, pl_module: pl.LightningModule, now: int) -> None:
+        if not self.prepared and now >= self.start:
+            self._prepare(trainer, pl_module)
+            rewrap_distributed(trainer)
+        student = get_student(pl_module, self._path)
+        if self.prepared and not self.bn_frozen and self.freeze_bn_at is not None \
+                and now >= self.freeze_bn_at:
+            freeze_batch_norm(student)
+            self.bn_frozen = True
+        if self.prepared and not self.observers_frozen and self.freeze_observer_at is not None \
+                and now >= self.freeze_observer_at:
+            set_observers(student, False)
+            self.observers_frozen = True
+
+    def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        student = get_student(pl_module, self._path)
+        inputs = example_inputs(trainer, pl_module, self.example_inputs, "QuantizationAwareTraining")
+        remember_pristine(pl_module, self._path)
+        prepared = prepare_qat(student, inputs, self.config)
+        set_student(pl_module, self._path, prepared)
+        self.prepared = True
+
+    def _resume(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                checkpoint: dict[str, Any]) -> None:
+        """Before a checkpoint's weights load: prepare the student if QAT had started."""
+        saved = checkpoint.get("callbacks", {}).get(self.state_key) or {}
+        if saved.get("prepared") and not self.prepared:
+            self._prepare(trainer, pl_module)
+        student = get_student(pl_module, self._path)
+        if saved.get("bn_frozen") and self.prepared:
+            freeze_batch_norm(student)
+            self.bn_frozen = True
+        if saved.get("observers_frozen") and self.prepared:
+            set_observers(student, False)
+            self.observers_frozen = True
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"prepared": self.prepared, "bn_frozen": self.bn_frozen,
+                "observers_frozen": self.observers_frozen, "converted": self.converted}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("converted"):
+            raise ConfigError("This checkpoint was saved after the int8 conversion; there is "
+                              "nothing left to train. Load its weights for evaluation instead.")
