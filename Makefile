@@ -9,7 +9,7 @@ VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.compressor-installed
 TORCH_VERSION ?= 2.13.0
-DEMO_RECIPE ?= fashion-mnist-baseline
+DEMO_RECIPE ?= fashion-mnist-quickstart
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-all install data lint clean

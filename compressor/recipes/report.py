@@ -10,7 +10,8 @@ __all__ = ["report_rows", "render_markdown", "print_report"]
 _ROWS: list[tuple[str, str, str]] = [
     # (metrics key, label, format)
     ("epochs", "Epochs", "{}"),
-    ("test_acc", "Test accuracy", "{:.2%}"),
+    ("test_acc", "Test accuracy (PyTorch)", "{:.2%}"),
+    ("onnx_test_acc", "Test accuracy (ONNX Runtime)", "{:.2%}"),
     ("test_loss", "Test loss", "{:.4f}"),
     ("best_val_acc", "Best validation accuracy", "{:.2%}"),
     ("parameters", "Parameters", "{:,}"),

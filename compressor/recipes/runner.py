@@ -7,6 +7,7 @@ checkpoints under ``<out>/<stage>/``; ``metrics.json`` and ``report.md`` summari
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import time
@@ -28,7 +29,7 @@ from compressor.graph.macs import model_size
 from compressor.models.registry import create_model
 from compressor.pruning.report import sparsity_report
 from compressor.recipes.report import print_report, render_markdown
-from compressor.recipes.schema import Recipe, TrainSpec, build_callbacks
+from compressor.recipes.schema import ExportSpec, Recipe, TrainSpec, build_callbacks
 from compressor.training.checkpoints import load_weights
 from compressor.training.module import ClassificationModule
 from compressor.utils.io import atomic_write_json, atomic_write_text
@@ -71,24 +72,40 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, progress: bool
     stages: dict[str, dict[str, Any]] = {}
     checkpoint: Path | None = None
     if recipe.baseline is not None:
-        stages["baseline"], checkpoint = _run_stage(recipe, "baseline", recipe.baseline, model,
-                                                    datamodule, [], out, progress)
+        stages["baseline"], checkpoint, _ = _run_stage(recipe, "baseline", recipe.baseline, model,
+                                                       datamodule, [], out, progress)
+    dense = copy.deepcopy(model) if recipe.compresses else None
     name = "compressed" if recipe.compresses else "dense"
-    stages[name], checkpoint = _run_stage(recipe, name, recipe.train, model, datamodule,
-                                          build_callbacks(recipe), out, progress)
+    stages[name], checkpoint, final = _run_stage(recipe, name, recipe.train, model, datamodule,
+                                                 build_callbacks(recipe), out, progress)
+    deployment = None
+    if recipe.export is not None:
+        deployment = deploy(final, dense if recipe.export.compare_dense else None, datamodule,
+                            recipe.export, out)
+        stages[name]["onnx_test_acc"] = deployment["accuracy"]["model"]
+        if "dense" in deployment["accuracy"]:
+            stages.get("baseline", {})["onnx_test_acc"] = deployment["accuracy"]["dense"]
     metrics = _summary(recipe, stages, checkpoint)
+    if deployment is not None:
+        metrics["deployment"] = deployment
     atomic_write_json(out / "metrics.json", metrics)
     title = f"Run report: {recipe.name}"
-    atomic_write_text(out / "report.md", render_markdown(title, stages))
+    markdown = render_markdown(title, stages)
+    if deployment is not None:
+        markdown += "\n## ONNX Runtime\n\n" + deployment["title"] + "\n\n" + deployment["table"]
+    atomic_write_text(out / "report.md", markdown)
     if report:
         print_report(title, stages)
+        if deployment is not None:
+            print(f"\nONNX Runtime ({deployment['title']}):\n{deployment['table']}")
     return RunResult(out, metrics, checkpoint)
 
 
 def _run_stage(recipe: Recipe, stage: str, train: TrainSpec, model: torch.nn.Module,
                datamodule: ClassificationDataModule, callbacks: list[pl.Callback], out: Path,
-               progress: bool) -> tuple[dict[str, Any], Path | None]:
-    """One ``Trainer.fit`` + test; returns the stage metrics and its final checkpoint."""
+               progress: bool) -> tuple[dict[str, Any], Path | None, torch.nn.Module]:
+    """One ``Trainer.fit`` + test; returns the stage metrics, its final checkpoint and the
+    trained model as the stage left it (e.g. converted to int8 by QAT)."""
     folder = out / stage
     module = ClassificationModule(model, datamodule.num_classes, datamodule.input_shape,
                                   optimizer=train.optimizer, scheduler=train.scheduler,
@@ -133,7 +150,33 @@ def _run_stage(recipe: Recipe, stage: str, train: TrainSpec, model: torch.nn.Mod
     }
     if saver.best_model_score is not None and not compressing:
         metrics["best_val_acc"] = float(saver.best_model_score)
-    return metrics, final
+    return metrics, final, module.model
+
+
+def deploy(model: torch.nn.Module, dense: torch.nn.Module | None,
+           datamodule: ClassificationDataModule, spec: ExportSpec, out: Path) -> dict[str, Any]:
+    """Export ``model`` (and ``dense`` for comparison) to ONNX, verify them, measure their
+    test accuracy in ONNX Runtime and time them side by side."""
+    from compressor.export import compare_onnx, export_onnx, onnx_accuracy
+
+    test = datamodule.dataset("test")
+    example, parity = test.images[:2].clone(), test.images[:64].clone()
+    files = {"model": out / "model.onnx"}
+    if dense is not None:
+        files["dense"] = out / "dense.onnx"
+    reports = {}
+    for key, path in files.items():
+        reports[key] = export_onnx(model if key == "model" else dense, path, example,
+                                   parity_inputs=parity, latency_batches=())
+    accuracy = {key: onnx_accuracy(path, datamodule.test_dataloader())
+                for key, path in files.items()}
+    bench = compare_onnx({key: str(path) for key, path in files.items()},
+                         baseline="dense" if dense is not None else None,
+                         batch_sizes=sorted({1, spec.batch}), repeats=spec.repeats)
+    return {"files": {k: str(v) for k, v in files.items()},
+            "reports": {k: r.to_dict() for k, r in reports.items()},
+            "accuracy": accuracy, "bench": bench.to_dict(), "title": bench.title(),
+            "table": bench.to_markdown()}
 
 
 def _summary(recipe: Recipe, stages: dict[str, dict[str, Any]], checkpoint: Path | None
@@ -144,7 +187,8 @@ def _summary(recipe: Recipe, stages: dict[str, dict[str, Any]], checkpoint: Path
         "model": recipe.model.name,
         "data": recipe.data.name,
         "seed": recipe.seed,
-        **{k: final[k] for k in ("test_acc", "test_loss", "parameters", "macs") if k in final},
+        **{k: final[k] for k in ("test_acc", "onnx_test_acc", "test_loss", "parameters", "macs")
+           if k in final},
         "checkpoint": str(checkpoint) if checkpoint else None,
         "stages": stages,
         "torch_threads": torch.get_num_threads(),

@@ -15,7 +15,7 @@ from compressor._validation import check_kwargs
 from compressor.errors import CompressorError, ConfigError, UnknownNameError
 from compressor.training.optim import OptimizerConfig, SchedulerConfig
 
-__all__ = ["ModelSpec", "DataSpec", "TrainSpec", "Recipe", "format_validation_error", "build_callbacks"]
+__all__ = ["ModelSpec", "DataSpec", "TrainSpec", "ExportSpec", "Recipe", "format_validation_error", "build_callbacks"]
 
 
 class _Strict(BaseModel):
@@ -84,6 +84,15 @@ class TrainSpec(_Strict):
     limit_val_batches: int | float | None = Field(None, ge=0)
 
 
+class ExportSpec(_Strict):
+    """Export the final model to ONNX (int8 after QAT), verify it, measure its accuracy in ONNX
+    Runtime and, with ``compare_dense``, time it side by side with the dense fp32 model."""
+
+    batch: int = Field(32, ge=1, description="batch size timed besides batch 1")
+    repeats: int = Field(30, ge=1, description="interleaved timed runs per model and batch")
+    compare_dense: bool = True
+
+
 class Recipe(_Strict):
     """A complete run: model, data, training, compression and where to write the results.
 
@@ -101,6 +110,8 @@ class Recipe(_Strict):
     train: TrainSpec = TrainSpec()
     pruning: list[dict[str, Any]] = Field(default_factory=list)
     distillation: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+    export: ExportSpec | None = None
 
     @field_validator("pruning")
     @classmethod
@@ -120,10 +131,19 @@ class Recipe(_Strict):
             _build_callback(Distillation, section, "")
         return section
 
+    @field_validator("quantization")
+    @classmethod
+    def _check_quantization(cls, section: dict[str, Any] | None) -> dict[str, Any] | None:
+        from compressor.callbacks.quantization import QuantizationAwareTraining
+
+        if section is not None:
+            _build_callback(QuantizationAwareTraining, section, "")
+        return section
+
     @property
     def compresses(self) -> bool:
         """Whether the ``train`` fit uses compression callbacks."""
-        return bool(self.pruning or self.distillation)
+        return bool(self.pruning or self.distillation or self.quantization)
 
 
 def _build_callback(callback: type, section: dict[str, Any], where: str) -> Any:
@@ -156,7 +176,11 @@ def build_callbacks(recipe: Recipe) -> list[Any]:
     from compressor.callbacks.distillation import Distillation
     from compressor.callbacks.pruning import Pruning
 
+    from compressor.callbacks.quantization import QuantizationAwareTraining
+
     callbacks: list[Any] = [Pruning(**section) for section in recipe.pruning]
     if recipe.distillation is not None:
         callbacks.append(Distillation(**recipe.distillation))
+    if recipe.quantization is not None:
+        callbacks.append(QuantizationAwareTraining(**recipe.quantization))
     return callbacks

@@ -65,3 +65,29 @@ def test_baseline_then_compression_stage(tmp_path):
     restored = restore_model(result.checkpoint)
     assert restored.model.conv1.out_channels == 4
     assert sum(p.numel() for p in restored.model.parameters()) == stages["compressed"]["parameters"]
+
+
+def test_full_pipeline_exports_int8_and_compares_with_dense(tmp_path):
+    recipe = recipe_from_dict({
+        "name": "digits-pipeline", "model": {"name": "resnet8", "width_mult": 0.5},
+        "data": {"name": "digits"},
+        "train": {"epochs": 3, "optimizer": {"lr": 0.05}, "limit_train_batches": 6},
+        "pruning": [{"granularity": "channel", "sparsity": 0.5, "schedule": "one-shot",
+                     "start_epoch": 0}],
+        "quantization": {"start_epoch": 1, "freeze_bn_epoch": 2},
+        "export": {"batch": 8, "repeats": 3},
+    })
+    result = run_recipe(recipe, tmp_path, progress=False, report=False)
+    deployment = result.metrics["deployment"]
+    assert (tmp_path / "model.onnx").is_file() and (tmp_path / "dense.onnx").is_file()
+    model_entry, dense_entry = (next(m for m in deployment["bench"]["models"] if m["name"] == k)
+                                for k in ("model", "dense"))
+    assert model_entry["audit"]["float_compute"] == 0 and model_entry["audit"]["int8_compute"] > 0
+    assert model_entry["file_size"] * 2 < dense_entry["file_size"]  # tiny model: graph overhead
+    assert 0 < deployment["accuracy"]["model"] <= 1
+    assert "ONNX Runtime" in (tmp_path / "report.md").read_text()
+
+
+def test_quantization_section_is_validated():
+    with pytest.raises(ConfigError, match="must not be before the QAT start"):
+        recipe_from_dict({"name": "x", "quantization": {"start_epoch": 3, "freeze_bn_epoch": 1}})
