@@ -21,10 +21,7 @@ def logits_of(output: Any, role: str) -> Tensor:
     """
     if isinstance(output, Tensor):
         return output
-    if isinstance(output, Mapping):
-        logits = output.get("logits")
-    else:
-        logits = getattr(output, "logits", None)
+    logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
     if isinstance(logits, Tensor):
         return logits
     raise InvalidTypeError(

@@ -15,7 +15,8 @@ from compressor._validation import check_kwargs
 from compressor.errors import CompressorError, ConfigError, UnknownNameError
 from compressor.training.optim import OptimizerConfig, SchedulerConfig
 
-__all__ = ["ModelSpec", "DataSpec", "TrainSpec", "ExportSpec", "Recipe", "format_validation_error", "build_callbacks"]
+__all__ = ["ModelSpec", "DataSpec", "TrainSpec", "ExportSpec", "Recipe", "format_validation_error",
+           "build_callbacks"]
 
 
 class _Strict(BaseModel):
@@ -175,7 +176,6 @@ def build_callbacks(recipe: Recipe) -> list[Any]:
     """The compression callbacks a recipe's ``train`` fit uses."""
     from compressor.callbacks.distillation import Distillation
     from compressor.callbacks.pruning import Pruning
-
     from compressor.callbacks.quantization import QuantizationAwareTraining
 
     callbacks: list[Any] = [Pruning(**section) for section in recipe.pruning]
