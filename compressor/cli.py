@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -226,10 +228,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_third_party_chatter() -> None:
+    """The command prints its own progress and reports; hide hardware banners, tips and
+    deprecation notices of the libraries underneath (warnings about the user's run stay)."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``compressor`` command; returns the exit code."""
     os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
     args = build_parser().parse_args(argv)
+    _quiet_third_party_chatter()
     try:
         return int(args.handler(args))
     except CompressorError as error:

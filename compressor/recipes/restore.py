@@ -20,7 +20,6 @@ __all__ = ["RestoredModel", "restore_model", "run_info", "RUN_INFO_KEY"]
 RUN_INFO_KEY = "compressor_run"
 
 
-
 @dataclass
 class RestoredModel:
     """A model rebuilt from a checkpoint, with the recipe and the input shape it was trained on."""
@@ -54,8 +53,21 @@ def saved_history(checkpoint: dict) -> list[dict]:
     return max((h for h in histories if h), key=len, default=[])
 
 
+def _quantization_state(checkpoint: dict) -> dict | None:
+    """The QAT callback state of a checkpoint taken during QAT, if any."""
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if key.startswith("QuantizationAwareTraining") and isinstance(state, dict) \
+                and state.get("prepared"):
+            return state
+    return None
+
+
 def restore_model(path: str | Path) -> RestoredModel:
-    """Rebuild the model of a ``compressor`` checkpoint and load its weights (eval mode)."""
+    """Rebuild the model of a ``compressor`` checkpoint and load its weights (eval mode).
+
+    Compactions are replayed first; a checkpoint taken during QAT is prepared again, loaded and
+    converted, so the result is the int8 model.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Checkpoint {path} does not exist.")
@@ -69,5 +81,18 @@ def restore_model(path: str | Path) -> RestoredModel:
     replay_history(model, saved_history(checkpoint))
     state = {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()
              if key.startswith("model.")}
-    model.load_state_dict(state)
+    quantization = _quantization_state(checkpoint)
+    if quantization is not None:
+        from compressor.quantization import convert, freeze_batch_norm, prepare_qat
+
+        options = recipe.quantization or {}
+        config = {k: options[k] for k in ("keep_float", "quantize_matmul", "averaging_constant")
+                  if k in options}
+        model = prepare_qat(model, (torch.zeros(2, *input_shape),), config)
+        if quantization.get("bn_frozen"):
+            freeze_batch_norm(model)
+        model.load_state_dict(state)
+        model = convert(model)
+    else:
+        model.load_state_dict(state)
     return RestoredModel(model.eval(), recipe, input_shape, int(info["num_classes"]))

@@ -206,3 +206,34 @@ def test_all_granularity_criterion_pairs_construct():
     for granularity, criterion in itertools.product(["channel", "block"], ["l1", "obd"]):
         model = resnet()
         Pruner(model, PruningConfig(granularity, 0.3, criterion), INPUTS)
+
+
+REFERENCE = [
+    ("resnet20", {"width_mult": 0.5}),
+    ("resnet50", {"width_mult": 0.125}),
+    ("mobilenetv2", {"width_mult": 0.5, "squeeze_excitation": True, "last_channels": 64}),
+    ("vit_tiny", {"dim": 32, "depth": 2, "image_size": 8}),
+    ("mlp", {"hidden": (64, 32), "image_size": 8}),
+]
+
+
+@pytest.mark.parametrize("name, options", REFERENCE, ids=[r[0] for r in REFERENCE])
+def test_gradual_channel_schedule_reaches_half_on_reference_models(name, options):
+    from compressor.pruning import make_schedule
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=1, **options)
+    pruner = Pruner(model, PruningConfig("channel", 0.5, "l1"), INPUTS)
+    schedule = make_schedule("cubic", 0.5, start=0, end=4)
+    for step in schedule.events():
+        status = pruner.update(schedule(step))
+    assert status.sparsity == pytest.approx(0.5, abs=0.01)
+    assert status.target == 0.5
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "taylor", "obd", "random"])
+def test_head_pruning_with_every_criterion(criterion):
+    model = vit()
+    pruner = Pruner(model, PruningConfig("head", 0.5, criterion), INPUTS)
+    with_gradients(pruner, model)
+    assert pruner.update().sparsity == 0.5

@@ -86,6 +86,12 @@ def test_full_pipeline_exports_int8_and_compares_with_dense(tmp_path):
     assert model_entry["file_size"] * 2 < dense_entry["file_size"]  # tiny model: graph overhead
     assert 0 < deployment["accuracy"]["model"] <= 1
     assert "ONNX Runtime" in (tmp_path / "report.md").read_text()
+    # the last checkpoint was taken during QAT: restoring it gives the int8 model again
+    from compressor.quantization import quantization_info
+
+    restored = restore_model(result.checkpoint)
+    assert quantization_info(restored.model).converted
+    assert restored.model(*restored.example_inputs(3)).shape == (3, 10)
 
 
 def test_quantization_section_is_validated():
