@@ -31,6 +31,7 @@ from compressor.quantization import (
     convert,
     freeze_batch_norm,
     prepare_qat,
+    set_fake_quant,
     set_observers,
     set_qat_training,
     set_training,
@@ -96,6 +97,7 @@ class QuantizationAwareTraining(pl.Callback):
         self.student_path = student
         self._path = ""
         self.prepared = self.bn_frozen = self.observers_frozen = self.converted = False
+        self._observed = False  # whether a training step has set the quantization ranges
 
     def _check_after(self, name: str, value: int | None) -> int | None:
         if value is None:
@@ -118,6 +120,7 @@ class QuantizationAwareTraining(pl.Callback):
             raise ConfigError("QAT replaces the student by its prepared graph, so it must be a "
                               "submodule: pass `student=` with its attribute path.")
         self.prepared = self.bn_frozen = self.observers_frozen = self.converted = False
+        self._observed = False
         self._check_composition(trainer)
         add_load_hook(pl_module, self, QUANTIZATION_PRIORITY,
                       lambda checkpoint: self._resume(trainer, pl_module, checkpoint))
@@ -173,15 +176,24 @@ class QuantizationAwareTraining(pl.Callback):
             # Lightning sets `.training` flags directly; switch the exported graph explicitly.
             set_qat_training(get_student(pl_module, self._path), True)
 
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._observed = self._observed or self.prepared
+
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.prepared and not self.converted:
             student = get_student(pl_module, self._path)
             set_qat_training(student, False)
             set_observers(student, False)
+            if not self._observed:  # e.g. the sanity check before the first step: no ranges yet
+                set_fake_quant(student, False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.prepared and not self.converted and not self.observers_frozen:
-            set_observers(get_student(pl_module, self._path), True)
+        if self.prepared and not self.converted:
+            student = get_student(pl_module, self._path)
+            set_fake_quant(student, True)
+            if not self.observers_frozen:
+                set_observers(student, True)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         student = get_student(pl_module, self._path) if self._path else None
@@ -233,6 +245,7 @@ class QuantizationAwareTraining(pl.Callback):
         saved = checkpoint.get("callbacks", {}).get(self.state_key) or {}
         if saved.get("prepared") and not self.prepared:
             self._prepare(trainer, pl_module)
+        self._observed = bool(saved.get("prepared"))  # the ranges come with the weights
         student = get_student(pl_module, self._path)
         if saved.get("bn_frozen") and self.prepared:
             freeze_batch_norm(student)

