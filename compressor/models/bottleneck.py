@@ -6,8 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compressor._validation import check_float, check_int
-from compressor.models.resnet import _init_weights, scaled_width
+from compressor.models.resnet import ResNet
 
 __all__ = ["Bottleneck", "BottleneckResNet", "resnet50"]
 
@@ -40,7 +39,7 @@ class Bottleneck(nn.Module):
         return F.relu(out + self.downsample(x))
 
 
-class BottleneckResNet(nn.Module):
+class BottleneckResNet(ResNet):
     """Stages of bottleneck blocks (ResNet-50: 3, 4, 6, 3) with a 3x3 stride-1 stem.
 
     Args:
@@ -52,31 +51,8 @@ class BottleneckResNet(nn.Module):
 
     def __init__(self, blocks_per_stage: list[int], num_classes: int = 10, in_channels: int = 3,
                  width_mult: float = 1.0) -> None:
-        super().__init__()
-        check_int("num_classes", num_classes, minimum=1)
-        check_int("in_channels", in_channels, minimum=1)
-        check_float("width_mult", width_mult, 0.0, low_inclusive=False)
-        widths = [scaled_width(w, width_mult) for w in (64, 128, 256, 512)]
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        stages, channels = [], widths[0]
-        for index, (count, width) in enumerate(zip(blocks_per_stage, widths)):
-            blocks = []
-            for block_index in range(count):
-                stride = 2 if index > 0 and block_index == 0 else 1
-                blocks.append(Bottleneck(channels, width, stride))
-                channels = width * Bottleneck.expansion
-            stages.append(nn.Sequential(*blocks))
-        self.layers = nn.ModuleList(stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
-        _init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        for stage in self.layers:
-            out = stage(out)
-        return self.fc(torch.flatten(self.pool(out), 1))
+        super().__init__(blocks_per_stage, [64, 128, 256, 512], num_classes, in_channels,
+                         width_mult, block=Bottleneck)
 
 
 def resnet50(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> BottleneckResNet:

@@ -25,6 +25,8 @@ def scaled_width(channels: int, width_mult: float) -> int:
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with batch norm and an identity or projection shortcut."""
 
+    expansion = 1
+
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
@@ -48,15 +50,18 @@ class ResNet(nn.Module):
     """A stack of residual stages followed by global average pooling and a linear classifier.
 
     Args:
-        blocks_per_stage: Number of basic blocks in each stage.
-        stage_widths: Output channels of each stage (before ``width_mult``).
+        blocks_per_stage: Number of blocks in each stage.
+        stage_widths: Width of each stage (before ``width_mult``); a stage outputs
+            ``width * block.expansion`` channels.
         num_classes: Number of output logits.
         in_channels: Channels of the input images (1 for grey-scale, 3 for RGB).
         width_mult: Multiplier applied to every stage width.
+        block: The residual block: ``block(in_channels, width, stride)`` with an ``expansion``.
     """
 
     def __init__(self, blocks_per_stage: list[int], stage_widths: list[int], num_classes: int = 10,
-                 in_channels: int = 3, width_mult: float = 1.0) -> None:
+                 in_channels: int = 3, width_mult: float = 1.0,
+                 block: type[nn.Module] = BasicBlock) -> None:
         super().__init__()
         check_int("num_classes", num_classes, minimum=1)
         check_int("in_channels", in_channels, minimum=1)
@@ -69,8 +74,8 @@ class ResNet(nn.Module):
             stride = 1 if index == 0 else 2
             blocks = []
             for block_index in range(count):
-                blocks.append(BasicBlock(channels, width, stride if block_index == 0 else 1))
-                channels = width
+                blocks.append(block(channels, width, stride if block_index == 0 else 1))
+                channels = width * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.layers = nn.ModuleList(stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
