@@ -12,6 +12,7 @@ import torch
 
 from compressor._validation import check_int
 from compressor.callbacks._student import find_student_path, get_student
+from compressor.callbacks.quantization import QuantizationAwareTraining
 from compressor.errors import ConfigError, InvalidTypeError
 from compressor.export.inputs import batch_inputs
 from compressor.export.onnx_export import export_onnx
@@ -28,8 +29,8 @@ _KEPT_ROWS = 8  # rows of the first training batch kept as example / parity inpu
 class ExportONNX(pl.Callback):
     """Export the model to ONNX at the end of ``fit`` (global rank 0 only) and verify it.
 
-    Runs in ``on_fit_end``, after every callback's ``on_train_end`` (the QAT callback converts
-    its model there), so the export sees the final, converted model. The report (size, parity,
+    Runs in ``on_fit_end``; a ``QuantizationAwareTraining`` callback is asked to convert its
+    model first, whatever the callback order, so the export sees the final int8 model. The report (size, parity,
     int8-kernel audit, latency) is logged, printed, written to ``<name>.report.json`` and kept
     on :attr:`report`. Works on any LightningModule.
 
@@ -106,6 +107,9 @@ class ExportONNX(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        for callback in trainer.callbacks:  # whatever their order: export the int8 model
+            if isinstance(callback, QuantizationAwareTraining):
+                callback.finish(pl_module)
         model = get_student(pl_module, find_student_path(pl_module, self.student))
         metadata = {"trained_epochs": trainer.current_epoch, "global_step": trainer.global_step,
                     **self.metadata}

@@ -206,7 +206,14 @@ class QuantizationAwareTraining(pl.Callback):
                             "qat/observers_frozen": float(self.observers_frozen)},
                            on_step=False, on_epoch=True)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.finish(pl_module)
+
+    def finish(self, pl_module: pl.LightningModule) -> None:
+        """Convert the student to int8 now if QAT ran and ``convert_at_end`` (idempotent).
+
+        Runs at ``on_fit_end``, after the checkpoints of the last epoch were written (they hold
+        the trainable QAT state, so they resume and restore)."""
         if self.prepared and self.convert_at_end and not self.converted:
             student = get_student(pl_module, self._path)
             set_student(pl_module, self._path, convert(student))

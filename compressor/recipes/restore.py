@@ -82,6 +82,10 @@ def restore_model(path: str | Path) -> RestoredModel:
     state = {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()
              if key.startswith("model.")}
     quantization = _quantization_state(checkpoint)
+    if quantization is not None and quantization.get("converted"):
+        raise ConfigError(f"Checkpoint {path} was saved after the int8 conversion, whose "
+                          "quantization parameters live in the graph, not in the weights: "
+                          "restore a checkpoint taken during training (e.g. the last epoch's).")
     if quantization is not None:
         from compressor.quantization import convert, freeze_batch_norm, prepare_qat
 

@@ -115,9 +115,7 @@ def _run_stage(recipe: Recipe, stage: str, train: TrainSpec, model: torch.nn.Mod
                         "num_classes": datamodule.num_classes})
     timer = EpochTimer()
     compressing = bool(callbacks)
-    saver = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor="val/acc",
-                            mode="max", save_last=True, enable_version_counter=False,
-                            save_top_k=0 if compressing else 1)
+    saver = _checkpointer(folder / "checkpoints", compressing)
     shown, progress_bar = progress_callbacks(progress)
     trainer = pl.Trainer(
         max_epochs=train.epochs, accelerator="cpu", devices=1,
@@ -135,7 +133,7 @@ def _run_stage(recipe: Recipe, stage: str, train: TrainSpec, model: torch.nn.Mod
     best = Path(saver.best_model_path) if saver.best_model_path and not compressing else None
     tested = trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None,
                           verbose=False)[0]
-    final = best or Path(saver.last_model_path)
+    final = best or Path(saver.last_model_path or saver.best_model_path)
     example = torch.zeros(1, *datamodule.input_shape)
     metrics: dict[str, Any] = {
         "stage": stage,
@@ -151,6 +149,17 @@ def _run_stage(recipe: Recipe, stage: str, train: TrainSpec, model: torch.nn.Mod
     if saver.best_model_score is not None and not compressing:
         metrics["best_val_acc"] = float(saver.best_model_score)
     return metrics, final, module.model
+
+
+def _checkpointer(folder: Path, compressing: bool) -> ModelCheckpoint:
+    """Checkpoints of a stage: a dense run keeps its best epoch by validation accuracy plus the
+    last one; a compressing run (whose architecture changes during fit) keeps the latest epoch
+    as ``last.ckpt``, written at every epoch end so an interrupted run can resume."""
+    if compressing:
+        return ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
+                               enable_version_counter=False)
+    return ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max",
+                           save_last=True, enable_version_counter=False, save_top_k=1)
 
 
 def deploy(model: torch.nn.Module, dense: torch.nn.Module | None,

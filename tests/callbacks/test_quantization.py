@@ -25,7 +25,8 @@ def test_qat_prepares_freezes_converts_and_exports(tmp_path):
     module = PlainModule(resnet())
     qat = QuantizationAwareTraining(start_epoch=1, freeze_bn_epoch=2, freeze_observer_epoch=2)
     export = ExportONNX(tmp_path / "model.onnx", batch_sizes=())
-    fit = trainer(3, [export, qat], limit_train_batches=6)
+    saver = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+    fit = trainer(3, [export, qat, saver], limit_train_batches=6)
     fit.fit(module, train_dataloaders=digits_loader())
     info = quantization_info(module.net)
     assert qat.converted and info.converted
@@ -33,6 +34,11 @@ def test_qat_prepares_freezes_converts_and_exports(tmp_path):
     report = export.report
     assert report is not None and report.accepted
     assert report.audit.float_compute == 0 and report.audit.int8_compute > 0
+    # the last checkpoint (written when training ends) holds the trainable QAT state
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    state = checkpoint["callbacks"][qat.state_key]
+    assert state["prepared"] and not state["converted"]
+    assert any("activation_post_process" in key for key in checkpoint["state_dict"])
 
 
 def test_masks_survive_qat_and_conversion():
