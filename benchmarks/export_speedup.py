@@ -20,8 +20,8 @@ import argparse
 import copy
 
 import torch
-
 from _common import RUNS, write_result
+
 from compressor.export import compare_onnx, export_onnx
 from compressor.models import create_model
 from compressor.pruning import Pruner, PruningConfig

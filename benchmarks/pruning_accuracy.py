@@ -12,8 +12,8 @@ exists). Writes ``benchmarks/results/pruning_accuracy.{json,md}``.
 from __future__ import annotations
 
 import torch
-
 from _common import dense_baseline, run, write_result
+
 from compressor.pruning import sparsity_report
 from compressor.recipes.restore import restore_model
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from _common import RUNS, dense_baseline, run, write_result
+
 from compressor.data import FashionMNISTDataModule
 from compressor.export import onnx_accuracy
 from compressor.export.runtime import create_session

@@ -30,9 +30,9 @@ class ExportONNX(pl.Callback):
     """Export the model to ONNX at the end of ``fit`` (global rank 0 only) and verify it.
 
     Runs in ``on_fit_end``; a ``QuantizationAwareTraining`` callback is asked to convert its
-    model first, whatever the callback order, so the export sees the final int8 model. The report (size, parity,
-    int8-kernel audit, latency) is logged, printed, written to ``<name>.report.json`` and kept
-    on :attr:`report`. Works on any LightningModule.
+    model first, whatever the callback order, so the export sees the final int8 model. The
+    report (size, parity, int8-kernel audit, latency) is logged, printed, written to
+    ``<name>.report.json`` and kept on :attr:`report`. Works on any LightningModule.
 
     Example inputs, in order of preference: ``example_inputs``; the first 8 rows of the first
     training batch, assuming the batch is the input tensor, a tuple/list starting with it
