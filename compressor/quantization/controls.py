@@ -3,8 +3,6 @@ observers and fake quantization on/off, and train/eval mode that keeps them cons
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 import torch
 from torch.fx import GraphModule
 
@@ -69,28 +67,25 @@ def _fake_quantizers(model: GraphModule) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(m, (FakeQuantizeBase, ObserverBase))]
 
 
+def _switch_fake_quantizers(model: GraphModule, method: str, enabled: bool) -> int:
+    """Call ``method(enabled)`` on every fake quantizer that has it; returns how many."""
+    quantization_info(model)
+    switches = [getattr(m, method) for m in _fake_quantizers(model) if hasattr(m, method)]
+    for switch in switches:
+        switch(enabled)
+    return len(switches)
+
+
 def set_observers(model: GraphModule, enabled: bool) -> int:
     """Turn range observation of every fake quantizer on or off (e.g. off during validation
     and after an observer-freeze epoch); returns how many were switched.
 
     PTQ observers always observe while the model runs; calibrate only on calibration data.
     """
-    quantization_info(model)
-    switched = 0
-    for module in _fake_quantizers(model):
-        if hasattr(module, "enable_observer"):
-            cast(Any, module).enable_observer(enabled)
-            switched += 1
-    return switched
+    return _switch_fake_quantizers(model, "enable_observer", enabled)
 
 
 def set_fake_quant(model: GraphModule, enabled: bool) -> int:
     """Turn fake quantization of a QAT-prepared model on or off (off: the model computes in
     float while observers may still record ranges); returns how many were switched."""
-    quantization_info(model)
-    switched = 0
-    for module in _fake_quantizers(model):
-        if hasattr(module, "enable_fake_quant"):
-            cast(Any, module).enable_fake_quant(enabled)
-            switched += 1
-    return switched
+    return _switch_fake_quantizers(model, "enable_fake_quant", enabled)

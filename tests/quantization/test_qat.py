@@ -50,8 +50,12 @@ def test_training_updates_the_shared_parameters(qat_run):
 
 
 def test_converted_model_agrees_with_fake_quantized_model(qat_run):
-    _, _, _, _, fake_quantized, int8, converted, _ = qat_run
-    assert torch.allclose(fake_quantized, int8, atol=1e-5)
+    """Equal outputs, up to one output quantization step where float accumulation order (which
+    depends on the thread count) puts a value on the other side of a rounding boundary."""
+    _, _, _, _, fake_quantized, int8, converted, report = qat_run
+    difference = (fake_quantized - int8).abs()
+    assert float(difference.max()) <= 1.01 * report.parity.output_scale
+    assert float((difference <= 1e-5).float().mean()) >= 0.9
     assert quantization_info(converted).converted
 
 
