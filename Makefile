@@ -12,16 +12,16 @@ TORCH_VERSION ?= 2.13.0
 DEMO_RECIPE ?= fashion-mnist-quickstart
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all install data lint clean
+.PHONY: demo test test-fast install data lint clean
 
 demo: install data
 	$(VENV)/bin/compressor run $(DEMO_RECIPE)
 
 test: install data
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
-
-test-all: install data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install data
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 install: $(STAMP)
 
