@@ -3,14 +3,14 @@
 From the dense ResNet-20 of the ``fashion-mnist-baseline`` recipe:
 
 * **fp32**: the baseline, exported to ONNX (by the QAT run, before training);
-* **QAT (ours)**: 2 epochs of quantization-aware training (batch norm frozen for the second),
-  converted and exported to int8 QDQ ONNX;
+* **QAT (ours)**: ``EPOCHS`` epochs of quantization-aware training (batch norm frozen for the
+  last), converted and exported to int8 QDQ ONNX;
 * **PTQ (ONNX Runtime)**: ``quantize_static`` of the fp32 ONNX file (QDQ, per-channel int8
   weights, uint8 activations, after ``quant_pre_process``), calibrated on 32 training batches.
 
 Every accuracy is measured in ONNX Runtime on the full 10k test set (what a deployment sees);
 the QAT model's PyTorch accuracy is recorded too. Targets: QAT >= fp32 - 0.5 points and
-QAT >= PTQ. Run: ``python benchmarks/qat_accuracy.py`` (about 15 minutes plus the baseline if
+QAT >= PTQ. Run: ``python benchmarks/qat_accuracy.py`` (about 20 minutes plus the baseline if
 missing). Writes ``benchmarks/results/qat_accuracy.{json,md}``.
 """
 
@@ -26,6 +26,8 @@ from compressor.export import onnx_accuracy
 from compressor.export.runtime import create_session
 
 CALIBRATION_BATCHES = 32
+EPOCHS = 4
+LEARNING_RATE = 0.01
 
 
 def ort_static_quantization(fp32: Path, target: Path, data: FashionMNISTDataModule) -> Path:
@@ -62,16 +64,17 @@ def main() -> None:
         "name": "bench-qat", "seed": 0,
         "model": {"name": "resnet20", "checkpoint": dense["checkpoint"]},
         "data": {"name": "fashion-mnist", "batch_size": 128, "augment": True},
-        "train": {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.005},
+        "train": {"epochs": EPOCHS, "optimizer": {"name": "sgd", "lr": LEARNING_RATE},
                   "scheduler": {"name": "cosine"}},
-        "quantization": {"start_epoch": 0, "freeze_bn_epoch": 1},
+        "quantization": {"start_epoch": 0, "freeze_bn_epoch": EPOCHS - 1},
         "export": {"batch": 32, "repeats": 20},
     }
-    qat = run(recipe, "qat")
+    folder = f"qat-{EPOCHS}ep-lr{LEARNING_RATE:g}"
+    qat = run(recipe, folder)
     data = FashionMNISTDataModule(augment=False, batch_size=128)
     data.setup()
     fp32 = Path(qat["deployment"]["files"]["dense"])  # the baseline, exported before QAT
-    ptq = ort_static_quantization(fp32, RUNS / "qat" / "ptq_ort.onnx", data)
+    ptq = ort_static_quantization(fp32, RUNS / folder / "ptq_ort.onnx", data)
     accuracy = {
         "fp32": qat["deployment"]["accuracy"]["dense"],
         "qat": qat["deployment"]["accuracy"]["model"],
@@ -89,7 +92,7 @@ def main() -> None:
              "| --- | --- |\n"
              f"| fp32 | {accuracy['fp32']:.2%} |\n"
              f"| int8, ONNX Runtime quantize_static (PTQ) | {accuracy['ptq_ort']:.2%} |\n"
-             f"| int8, compressor QAT (2 epochs) | {accuracy['qat']:.2%} |\n\n"
+             f"| int8, compressor QAT ({EPOCHS} epochs) | {accuracy['qat']:.2%} |\n\n"
              f"QAT vs fp32: {result['qat_minus_fp32_points']:+.2f} points (target >= -0.5); "
              f"QAT vs PTQ: {result['qat_minus_ptq_points']:+.2f} points (target >= 0).\n")
     write_result("qat_accuracy", result, table)
