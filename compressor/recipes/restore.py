@@ -87,11 +87,10 @@ def restore_model(path: str | Path) -> RestoredModel:
                           "quantization parameters live in the graph, not in the weights: "
                           "restore a checkpoint taken during training (e.g. the last epoch's).")
     if quantization is not None:
+        from compressor.callbacks.quantization import QuantizationAwareTraining
         from compressor.quantization import convert, freeze_batch_norm, prepare_qat
 
-        options = recipe.quantization or {}
-        config = {k: options[k] for k in ("keep_float", "quantize_matmul", "averaging_constant")
-                  if k in options}
+        config = QuantizationAwareTraining(**(recipe.quantization or {})).config
         model = prepare_qat(model, (torch.zeros(2, *input_shape),), config)
         if quantization.get("bn_frozen"):
             freeze_batch_norm(model)

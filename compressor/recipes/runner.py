@@ -74,14 +74,14 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, progress: bool
     if recipe.baseline is not None:
         stages["baseline"], checkpoint, _ = _run_stage(recipe, "baseline", recipe.baseline, model,
                                                        datamodule, [], out, progress)
-    dense = copy.deepcopy(model) if recipe.compresses else None
+    compare_dense = recipe.export is not None and recipe.export.compare_dense
+    dense = copy.deepcopy(model) if recipe.compresses and compare_dense else None
     name = "compressed" if recipe.compresses else "dense"
     stages[name], checkpoint, final = _run_stage(recipe, name, recipe.train, model, datamodule,
                                                  build_callbacks(recipe), out, progress)
     deployment = None
     if recipe.export is not None:
-        deployment = deploy(final, dense if recipe.export.compare_dense else None, datamodule,
-                            recipe.export, out)
+        deployment = deploy(final, dense, datamodule, recipe.export, out)
         stages[name]["onnx_test_acc"] = deployment["accuracy"]["model"]
         if "dense" in deployment["accuracy"]:
             stages.get("baseline", {})["onnx_test_acc"] = deployment["accuracy"]["dense"]
@@ -128,12 +128,13 @@ def _run_stage(recipe: Recipe, stage: str, train: TrainSpec, model: torch.nn.Mod
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     fit_seconds = time.perf_counter() - start
-    # Compression changes the architecture during fit: evaluate the final model. A dense run
-    # evaluates (and keeps) its best checkpoint by validation accuracy.
-    best = Path(saver.best_model_path) if saver.best_model_path and not compressing else None
-    tested = trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None,
+    # Compression changes the architecture during fit: evaluate the final model (its checkpointer
+    # keeps only the latest epoch). A dense run evaluates and keeps its best checkpoint.
+    saved = saver.best_model_path or saver.last_model_path
+    final = Path(saved) if saved else None
+    tested = trainer.test(module, datamodule=datamodule,
+                          ckpt_path=None if compressing or final is None else str(final),
                           verbose=False)[0]
-    final = best or Path(saver.last_model_path or saver.best_model_path)
     example = torch.zeros(1, *datamodule.input_shape)
     metrics: dict[str, Any] = {
         "stage": stage,
@@ -170,13 +171,10 @@ def deploy(model: torch.nn.Module, dense: torch.nn.Module | None,
 
     test = datamodule.dataset("test")
     example, parity = test.images[:2].clone(), test.images[:64].clone()
-    files = {"model": out / "model.onnx"}
-    if dense is not None:
-        files["dense"] = out / "dense.onnx"
-    reports = {}
-    for key, path in files.items():
-        reports[key] = export_onnx(model if key == "model" else dense, path, example,
-                                   parity_inputs=parity, latency_batches=())
+    models = {"model": model} if dense is None else {"model": model, "dense": dense}
+    files = {key: out / f"{key}.onnx" for key in models}
+    reports = {key: export_onnx(models[key], path, example, parity_inputs=parity,
+                                latency_batches=()) for key, path in files.items()}
     accuracy = {key: onnx_accuracy(path, datamodule.test_dataloader())
                 for key, path in files.items()}
     bench = compare_onnx({key: str(path) for key, path in files.items()},

@@ -44,21 +44,26 @@ class ElementwiseRules:
     def _couple_elementwise(self, node: fx.Node, a: Labels, extent_a: set[int], b: Labels,
                             extent_b: set[int]) -> None:
         vary_a, vary_b = varying_dims(a), varying_dims(b)
-        if vary_a <= extent_b and vary_b <= extent_a:
-            full_a, full_b = broadcast_labels([a, b])
+        couple = vary_a <= extent_b and vary_b <= extent_a
+        a_meets_fixed = bool(vary_a) and vary_a <= extent_b
+        b_meets_fixed = bool(vary_b) and vary_b <= extent_a
+        if not (couple or a_meets_fixed or b_meets_fixed):
+            return
+        full_a, full_b = broadcast_labels([a, b])
+        if couple:
             self.uf.union_arrays(full_a, full_b)
-        if vary_b and vary_b <= extent_a:
-            full_a, full_b = broadcast_labels([a, b])
-            fixed_here = (full_a < 0) & (full_b >= 0)
-            if fixed_here.any():
-                self.uf.poison_atoms(full_b[fixed_here], f"{self.where(node)}: combined with a "
-                                                         "fixed tensor of the same width")
-        if vary_a and vary_a <= extent_b:
-            full_a, full_b = broadcast_labels([a, b])
-            fixed_here = (full_b < 0) & (full_a >= 0)
-            if fixed_here.any():
-                self.uf.poison_atoms(full_a[fixed_here], f"{self.where(node)}: combined with a "
-                                                         "fixed tensor of the same width")
+        if b_meets_fixed:
+            self._poison_where_fixed(node, full_b, full_a)
+        if a_meets_fixed:
+            self._poison_where_fixed(node, full_a, full_b)
+
+    def _poison_where_fixed(self, node: fx.Node, labels: np.ndarray, other: np.ndarray) -> None:
+        """Poison the atoms of ``labels`` at positions where ``other`` is a fixed (unlabelled)
+        tensor: removing them would leave a width mismatch with it."""
+        fixed_here = (other < 0) & (labels >= 0)
+        if fixed_here.any():
+            self.uf.poison_atoms(labels[fixed_here], f"{self.where(node)}: combined with a "
+                                                     "fixed tensor of the same width")
 
     def _choose(self, node: fx.Node, aligned: list[tuple[Labels, set[int]]],
                 out_shape: tuple[int, ...]) -> Labels:
