@@ -10,10 +10,16 @@ from compressor.distillation.distiller import Distiller
 from compressor.distillation.hints import hint_loss
 from compressor.distillation.kd import logits_of, mix_task_and_kd, soft_target_loss
 from compressor.distillation.optimizer import attach_parameters, find_group
-from compressor.distillation.teacher import freeze, load_teacher_weights, snapshot, unfreeze
+from compressor.distillation.teacher import (
+    TeacherPrecision,
+    freeze,
+    load_teacher_weights,
+    snapshot,
+    unfreeze,
+)
 
 __all__ = [
-    "Distiller", "DistillationConfig", "DistillationTerm", "FeatureLoss",
+    "Distiller", "DistillationConfig", "DistillationTerm", "FeatureLoss", "TeacherPrecision",
     "soft_target_loss", "mix_task_and_kd", "logits_of",
     "hint_loss", "attention_map", "attention_transfer_loss",
     "AdapterSpec", "adapter_spec", "build_adapter",

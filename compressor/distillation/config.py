@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from torch import Tensor
 
 from compressor._validation import check_enum, check_float
+from compressor.distillation.teacher import TeacherPrecision
 from compressor.errors import ConfigError, InvalidTypeError
 
 __all__ = ["DistillationConfig", "DistillationTerm", "FeatureLoss", "RESERVED_TERMS"]
@@ -67,6 +68,8 @@ class DistillationConfig:
         attention_weight: Weight of the summed attention-transfer losses (>= 0).
         losses: Custom terms ``{name: callable}`` (see :class:`DistillationTerm`), logged as
             ``distill/<name>``.
+        teacher_precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"``: the precision of the
+            teacher's forward pass (see :class:`~compressor.distillation.teacher.TeacherPrecision`).
     """
 
     temperature: float = 4.0
@@ -77,6 +80,7 @@ class DistillationConfig:
     attention: Mapping[str, str] = field(default_factory=dict)  # or a list of shared names
     attention_weight: float = 1.0
     losses: Mapping[str, Callable[..., Tensor]] = field(default_factory=dict)
+    teacher_precision: TeacherPrecision | str = TeacherPrecision.FP32
 
     def __post_init__(self) -> None:
         hint = "See DistillationConfig for the combined loss."
@@ -95,6 +99,9 @@ class DistillationConfig:
         set_(self, "features", _layer_pairs("features", self.features))
         set_(self, "attention", _layer_pairs("attention", self.attention))
         set_(self, "losses", _custom_terms(self.losses))
+        set_(self, "teacher_precision", check_enum(
+            "teacher_precision", self.teacher_precision, TeacherPrecision,
+            hint="\"bf16\" halves the teacher's cost on hardware with native bfloat16."))
 
     @property
     def student_layers(self) -> list[str]:

@@ -30,10 +30,14 @@ from compressor.distillation.config import DistillationConfig
 from compressor.distillation.hints import hint_loss
 from compressor.distillation.kd import logits_of, mix_task_and_kd, soft_target_loss
 from compressor.distillation.teacher import (
+    TeacherPrecision,
     channels_last_inputs,
     check_separate,
     freeze,
+    has_native_bf16,
     keep_eval,
+    teacher_autocast,
+    to_float32,
     unfreeze,
 )
 from compressor.errors import ConfigError, InvalidTypeError
@@ -152,24 +156,32 @@ class Distiller:
         if not args and not kwargs:
             raise ConfigError("No student inputs were captured: call the student inside "
                               "`with distiller.capture():` or pass `inputs=`.")
-        self._follow_device(args, kwargs)
+        device = self._follow_device(args, kwargs)
         keep_eval(self.teacher)
         if self._frozen.channels_last:
             args = channels_last_inputs(args)
-        with torch.no_grad(), self._teacher.armed():
+        precision = self.config.teacher_precision
+        if precision is TeacherPrecision.BF16 and not has_native_bf16(device):
+            warnings.warn(f"teacher_precision=\"bf16\" on {device}, which has no native bfloat16 "
+                          "instructions: the teacher may run slower than in float32. Use "
+                          "teacher_precision=\"auto\" to pick bf16 only where it is fast.",
+                          stacklevel=3)
+        with torch.no_grad(), self._teacher.armed(), teacher_autocast(precision, device):
             output = self.teacher(*args, **kwargs)
         self._teacher.check_complete("for one batch")
-        return output
+        self._teacher.features = to_float32(self._teacher.features)
+        return to_float32(output)
 
-    def _follow_device(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Move teacher and adapters to the device of the student's inputs."""
+    def _follow_device(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.device:
+        """Move teacher and adapters to the device of the student's inputs; return it."""
+        reference = next(self.teacher.parameters(), None)
         tensor = next((a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), None)
         if tensor is None:
-            return
-        reference = next(self.teacher.parameters(), None)
+            return reference.device if reference is not None else torch.device("cpu")
         if reference is not None and reference.device != tensor.device:
             self.teacher.to(tensor.device)
             self.adapters.to(tensor.device)
+        return tensor.device
 
     def _feature_loss(self, create_adapters: bool) -> Tensor:
         losses = []

@@ -1,4 +1,5 @@
 import copy
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -124,6 +125,22 @@ def test_update_equals_hand_written_combined_loss(returns, accumulate):
     assert {"distill/kd_loss", "distill/task_loss"} <= set(trainer.callback_metrics)
     if returns == "dict":
         assert spy.checks[0]["outputs"]["note"] == "kept"
+
+
+def test_bf16_teacher_update_is_close_to_the_hand_written_fp32_loss():
+    student, teacher = TinyConvNet(4), TinyConvNet(8)
+    batches = make_batches(1)
+    expected = manual_sgd_step(student, teacher, batches, 2.0, 0.7, 1)
+    module = PlainModule(copy.deepcopy(student))
+    dtypes = []
+    teacher.head.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    callback = Distillation(teacher, temperature=2.0, alpha=0.7, teacher_precision="bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no native bfloat16 on some CPUs: slower, still right
+        fit(module, [callback], batches, max_steps=1)
+    assert dtypes == [torch.bfloat16]
+    for mine, theirs in zip(module.net.parameters(), expected.parameters(), strict=True):
+        assert torch.allclose(mine, theirs, rtol=1e-2, atol=1e-3)
 
 
 def test_teacher_is_frozen_separate_and_the_only_extra_forward():
@@ -406,6 +423,7 @@ def test_teacher_checkpoint_of_another_architecture_is_rejected(tmp_path):
     ({"alpha": -0.5}, ConfigError, "alpha"),
     ({"feature_loss": "l2"}, UnknownNameError, "mse"),
     ({"student": 3}, InvalidTypeError, "student"),
+    ({"teacher_precision": "half"}, UnknownNameError, "bf16"),
 ])
 def test_constructor_rejects_bad_settings(kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -164,3 +164,52 @@ def test_adapter_state_round_trip():
     other = Distiller(TinyConvNet(8), TinyConvNet(4), DistillationConfig())
     with pytest.raises(ConfigError, match="same `features=`"):
         other.load_state_dict(distiller.state_dict())
+
+
+def _bf16_run(precision: str, native: bool, monkeypatch: pytest.MonkeyPatch):
+    """Loss, teacher conv output dtype and student feature gradient of one step."""
+    monkeypatch.setattr("compressor.distillation.distiller.has_native_bf16", lambda device: native)
+    monkeypatch.setattr("compressor.distillation.teacher.has_native_bf16", lambda device: native)
+    torch.manual_seed(0)
+    student, teacher = TinyConvNet(4), TinyConvNet(8)
+    dtypes = []
+    teacher.features[0].register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    config = DistillationConfig(temperature=2.0, alpha=0.5, features={"features": "features"},
+                                teacher_precision=precision)
+    distiller = Distiller(teacher, student, config)
+    (inputs, labels), = make_batches(1)
+    distiller.build_adapters(inputs)
+    with distiller.capture():
+        logits = student(inputs)
+    loss = distiller(F.cross_entropy(logits, labels))
+    loss.backward()
+    return loss, dtypes[-1], student.features[0].weight.grad
+
+
+def test_bf16_teacher_runs_in_bfloat16_and_gives_close_float32_losses(monkeypatch):
+    exact, exact_dtype, exact_grad = _bf16_run("fp32", True, monkeypatch)
+    loss, dtype, grad = _bf16_run("bf16", True, monkeypatch)
+    assert exact_dtype == torch.float32 and dtype == torch.bfloat16
+    assert loss.dtype == torch.float32 and grad.dtype == torch.float32
+    assert not torch.equal(loss, exact)  # really computed differently...
+    assert torch.allclose(loss, exact, rtol=2e-2)  # ...but close
+    assert torch.allclose(grad, exact_grad, rtol=5e-2, atol=1e-3)
+
+
+def test_auto_teacher_precision_uses_bf16_only_with_native_support(monkeypatch):
+    exact, _, _ = _bf16_run("fp32", False, monkeypatch)
+    loss, dtype, _ = _bf16_run("auto", False, monkeypatch)
+    assert dtype == torch.float32 and torch.equal(loss, exact)
+    _, dtype, _ = _bf16_run("auto", True, monkeypatch)
+    assert dtype == torch.bfloat16
+
+
+def test_bf16_teacher_without_native_support_warns(monkeypatch):
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        _, dtype, _ = _bf16_run("bf16", False, monkeypatch)
+    assert dtype == torch.bfloat16
+
+
+def test_unknown_teacher_precision_is_rejected():
+    with pytest.raises(UnknownNameError, match="teacher_precision.*bf16"):
+        DistillationConfig(teacher_precision="fp16")
