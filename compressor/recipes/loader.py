@@ -18,6 +18,26 @@ __all__ = ["builtin_recipes", "load_recipe", "recipe_from_dict"]
 _BUILTIN_PACKAGE = "compressor.recipes"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping (YAML keeps the last
+    silently, so a duplicated setting would hide the one the user meant)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r}; keep only one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse(text: str) -> Any:
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  # a SafeLoader subclass
+
+
 def _builtin_folder() -> Traversable:
     return resources.files(_BUILTIN_PACKAGE).joinpath("builtin")
 
@@ -27,7 +47,7 @@ def builtin_recipes() -> dict[str, str]:
     found = {}
     for entry in sorted(_builtin_folder().iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
+            data = _parse(entry.read_text(encoding="utf-8")) or {}
             description = str(data.get("description", "")).strip()
             found[entry.name[:-5]] = description.splitlines()[0] if description else ""
     return found
@@ -53,7 +73,7 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
                                    hint="Pass a path to a .yaml file for your own recipe.")
         text, source = entry.read_text(encoding="utf-8"), f"{name_or_path} (built-in)"
     try:
-        data = yaml.safe_load(text) or {}
+        data = _parse(text) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"Recipe {source} is not valid YAML: {error}") from error
     if not isinstance(data, dict):

@@ -52,3 +52,16 @@ def test_invalid_yaml(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_recipe(path)
+
+
+def test_duplicate_keys_are_rejected_with_the_key_and_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: x\nmodel: {name: resnet20}\ndistillation:\n  teacher: self\n"
+                    "  alpha: 0.7\n  alpha: 0.5\n")
+    with pytest.raises(ConfigError, match=r"(?s)not valid YAML.*duplicate key 'alpha'.*line 6"):
+        load_recipe(path)
+
+
+def test_builtin_recipes_have_no_duplicate_keys():
+    for name in builtin_recipes():
+        load_recipe(name)  # the strict parser raises on a repeated key
