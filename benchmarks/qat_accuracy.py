@@ -96,11 +96,12 @@ def _folder(extra: dict[str, Any]) -> str:
 
 def main() -> None:
     dense = dense_baseline()
-    runs = {name: (run(qat_recipe(dense["checkpoint"], extra), _folder(extra)), _folder(extra))
-            for name, extra in VARIANTS.items()}
+    recipes = {name: qat_recipe(dense["checkpoint"], extra) for name, extra in VARIANTS.items()}
+    folders = {name: _folder(extra) for name, extra in VARIANTS.items()}
+    runs = {name: run(recipes[name], folders[name]) for name in VARIANTS}
     data = FashionMNISTDataModule(augment=False, batch_size=128)
     data.setup()
-    first, folder = next(iter(runs.values()))
+    first, folder = next(iter(runs.values())), next(iter(folders.values()))
     fp32 = Path(first["deployment"]["files"]["dense"])  # the baseline, exported before QAT
     fp32_acc = first["deployment"]["accuracy"]["dense"]
     ptq = [onnx_accuracy(ort_static_quantization(fp32, RUNS / folder / f"ptq_ort_{seed}.onnx",
@@ -108,14 +109,14 @@ def main() -> None:
            for seed in CALIBRATION_SEEDS]
     ptq_mean = statistics.mean(ptq)
     variants = {}
-    for name, (metrics, _) in runs.items():
+    for name, metrics in runs.items():
         acc = metrics["deployment"]["accuracy"]["model"]
         variants[name] = {
             "onnx_test_acc": acc, "pytorch_test_acc": metrics["test_acc"],
             "minus_fp32_points": (acc - fp32_acc) * 100,
             "minus_ptq_mean_points": (acc - ptq_mean) * 100,
             "meets_targets": acc >= fp32_acc - 0.005 and acc >= ptq_mean,
-            "recipe": qat_recipe(dense["checkpoint"], VARIANTS[name]),
+            "recipe": recipes[name],
             "audit": next(m["audit"] for m in metrics["deployment"]["bench"]["models"]
                           if m["name"] == "model")}
     result = {"fp32_onnx_test_acc": fp32_acc, "ptq_ort_onnx_test_acc": ptq,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import enum
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,8 +38,10 @@ class TeacherPrecision(str, enum.Enum):
     AUTO = "auto"
 
 
+@functools.cache
 def has_native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 convolutions and matmuls natively."""
+    """Whether ``device`` computes bfloat16 convolutions and matmuls natively (asked once per
+    device: the teacher forward checks it at every step)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
