@@ -24,6 +24,7 @@ from compressor.errors import ConfigError, InvalidTypeError
 from compressor.graph.compact import compaction_history, replay_history
 from compressor.pruning import Granularity, Pruner, PruningConfig, make_schedule
 from compressor.pruning.schedules import ScheduleKind
+from compressor.utils.modes import temporary_mode
 from compressor.utils.optim import replace_parameters
 
 __all__ = ["Pruning"]
@@ -268,9 +269,7 @@ class Pruning(pl.Callback):
         if loader is None:
             return
         model = get_student(pl_module, self._path)
-        was_training = pl_module.training
-        pl_module.eval()
-        with _silenced_logging(pl_module), torch.enable_grad():
+        with _silenced_logging(pl_module), temporary_mode(pl_module, False), torch.enable_grad():
             for index, batch in enumerate(loader):
                 if index >= self.calibration_batches:
                     break
@@ -281,7 +280,6 @@ class Pruning(pl.Callback):
                 loss.backward()
                 self.pruner.accumulate()
         model.zero_grad(set_to_none=True)
-        pl_module.train(was_training)
 
 
 @contextlib.contextmanager

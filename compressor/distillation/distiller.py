@@ -38,9 +38,11 @@ from compressor.distillation.teacher import (
     keep_eval,
     teacher_autocast,
     to_float32,
+    try_channels_last,
     unfreeze,
 )
 from compressor.errors import ConfigError, InvalidTypeError
+from compressor.utils.modes import record_modes, restore_modes
 
 __all__ = ["Distiller"]
 
@@ -81,6 +83,7 @@ class Distiller:
         resolve_layers(teacher, self.config.teacher_layers, "teacher")
         self.teacher = teacher
         self._frozen = freeze(teacher)
+        self._channels_last: bool | None = None  # decided at the first teacher forward
         self._seed = seed
         self._student = ModuleCapture(self._resolve, self.config.student_layers, "student")
         self._teacher = ModuleCapture(lambda: self.teacher, self.config.teacher_layers, "teacher")
@@ -158,16 +161,20 @@ class Distiller:
                               "`with distiller.capture():` or pass `inputs=`.")
         device = self._follow_device(args, kwargs)
         keep_eval(self.teacher)
-        if self._frozen.channels_last:
-            args = channels_last_inputs(args)
         precision = self.config.teacher_precision
         if precision is TeacherPrecision.BF16 and not has_native_bf16(device):
             warnings.warn(f"teacher_precision=\"bf16\" on {device}, which has no native bfloat16 "
                           "instructions: the teacher may run slower than in float32. Use "
                           "teacher_precision=\"auto\" to pick bf16 only where it is fast.",
                           stacklevel=3)
-        with torch.no_grad(), self._teacher.armed(), teacher_autocast(precision, device):
-            output = self.teacher(*args, **kwargs)
+        with torch.no_grad(), teacher_autocast(precision, device):
+            if self._channels_last is None:
+                self._channels_last = try_channels_last(self.teacher, args, kwargs,
+                                                        self.teacher(*args, **kwargs))
+            if self._channels_last:
+                args = channels_last_inputs(args)
+            with self._teacher.armed():
+                output = self.teacher(*args, **kwargs)
         self._teacher.check_complete("for one batch")
         self._teacher.features = to_float32(self._teacher.features)
         return to_float32(output)
@@ -239,7 +246,7 @@ class Distiller:
         example inputs (no gradients, student temporarily in eval mode). Returns the adapter
         parameters (add them to the optimizer)."""
         student = self.student
-        modes = [(m, m.training) for m in student.modules()]
+        modes = record_modes(student)
         student.eval()
         try:
             with torch.no_grad(), self.capture():
@@ -250,8 +257,7 @@ class Distiller:
                 self._adapter(str(index), self._student.features[s], self._teacher.features[t],
                               f"{s!r} -> {t!r}", create=True)
         finally:
-            for module, flag in modes:
-                module.training = flag
+            restore_modes(student, modes)
             self.discard()
         return list(self.parameters())
 
@@ -291,6 +297,9 @@ class Distiller:
     def close(self) -> None:
         """Give the teacher back its ``requires_grad`` flags and modes; drop recordings."""
         unfreeze(self.teacher, self._frozen)
+        if self._channels_last:
+            self.teacher.to(memory_format=torch.contiguous_format)
+            self._channels_last = None
         self.discard()
         self.last_terms = {}
 

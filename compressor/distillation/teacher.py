@@ -17,9 +17,11 @@ from torch import nn
 from torch.utils import _pytree
 
 from compressor.errors import ConfigError
+from compressor.utils.modes import ModuleModes, record_modes, restore_modes
 
 __all__ = ["FrozenState", "freeze", "unfreeze", "keep_eval", "snapshot", "check_separate",
            "load_teacher_weights", "find_prefix", "uses_channels_last", "channels_last_inputs",
+           "try_channels_last",
            "TeacherPrecision", "has_native_bf16", "teacher_autocast", "to_float32"]
 
 
@@ -73,12 +75,11 @@ class FrozenState:
     """What :func:`freeze` changed, so :func:`unfreeze` can put it back."""
 
     requires_grad: tuple[bool, ...]
-    training: tuple[bool, ...]
-    channels_last: bool = False
+    modes: ModuleModes
 
 
 def uses_channels_last(module: nn.Module) -> bool:
-    """Whether a frozen teacher runs faster in channels-last memory format (it has 2-D
+    """Whether a frozen teacher may run faster in channels-last memory format (it has 2-D
     convolutions; on CPUs their channels-last kernels are about 1.4x faster in inference)."""
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
@@ -90,27 +91,64 @@ def channels_last_inputs(args: tuple[Any, ...]) -> tuple[Any, ...]:
                  for a in args)
 
 
+def try_channels_last(teacher: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      expected: Any) -> bool:
+    """Switch ``teacher`` to channels-last memory format if its forward still runs on ``args``
+    and gives ``expected`` (its output in the plain format); otherwise leave it as it was.
+
+    The user's code decides whether the layout is safe: ``x.view(x.size(0), -1)`` after the
+    convolutions, for one, fails on channels-last activations. Call under ``no_grad`` (and the
+    teacher's autocast), with ``teacher`` in eval mode.
+    """
+    if not uses_channels_last(teacher):
+        return False
+    teacher.to(memory_format=torch.channels_last)
+    try:
+        actual = teacher(*channels_last_inputs(args), **kwargs)
+        same = _same_outputs(expected, actual)
+    except Exception:  # noqa: BLE001 - any failure means: keep the plain layout
+        same = False
+    if not same:
+        teacher.to(memory_format=torch.contiguous_format)
+    return same
+
+
+def _same_outputs(expected: Any, actual: Any) -> bool:
+    """Equal structure and values up to the rounding that another kernel order gives."""
+    first, second = _pytree.tree_flatten(expected), _pytree.tree_flatten(actual)
+    if first[1] != second[1]:
+        return False
+    for a, b in zip(first[0], second[0]):
+        if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
+            return False
+        if isinstance(a, torch.Tensor):
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return False
+            if a.is_floating_point():
+                a, b = a.float(), b.float()
+                scale = max(1.0, float(a.abs().max())) if a.numel() else 1.0
+                tolerance = (2e-2 if torch.is_autocast_enabled(a.device.type) else 1e-4) * scale
+                if a.numel() and float((a - b).abs().max()) > tolerance:
+                    return False
+            elif not torch.equal(a, b):
+                return False
+    return True
+
+
 def freeze(module: nn.Module) -> FrozenState:
-    """Put ``module`` in eval mode and stop gradients to its parameters (in place); a
-    convolutional module also switches to channels-last memory format (values unchanged)."""
-    state = FrozenState(tuple(p.requires_grad for p in module.parameters()),
-                        tuple(m.training for m in module.modules()), uses_channels_last(module))
+    """Put ``module`` in eval mode (through its ``eval()``) and stop gradients to its
+    parameters, in place."""
+    state = FrozenState(tuple(p.requires_grad for p in module.parameters()), record_modes(module))
     module.requires_grad_(False)
     module.eval()
-    if state.channels_last:
-        module.to(memory_format=torch.channels_last)
     return state
 
 
 def unfreeze(module: nn.Module, state: FrozenState) -> None:
-    """Restore the ``requires_grad`` flags, train/eval modes and memory format recorded by
-    :func:`freeze`."""
+    """Restore the ``requires_grad`` flags and train/eval modes recorded by :func:`freeze`."""
     for parameter, flag in zip(module.parameters(), state.requires_grad, strict=True):
         parameter.requires_grad_(flag)
-    for submodule, flag in zip(module.modules(), state.training, strict=True):
-        submodule.training = flag
-    if state.channels_last:
-        module.to(memory_format=torch.contiguous_format)
+    restore_modes(module, state.modes)
 
 
 def keep_eval(module: nn.Module) -> None:

@@ -1,6 +1,7 @@
 """Model structure: the dependency graph of coupled channels, physical channel removal
 (``compact``) with a replayable history, layer handlers for custom modules, and MAC counting."""
 
+from compressor.graph.attention import CompactMultiheadAttention
 from compressor.graph.compact import (
     CompactionResult,
     CompactionStep,
@@ -22,5 +23,5 @@ __all__ = [
     "compaction_history", "load_compacted", "replay_history",
     "LayerHandler", "register_handler", "unregister_handler",
     "MaskedNorms", "apply_masks",
-    "count_macs", "macs_by_op", "model_size",
+    "count_macs", "macs_by_op", "model_size", "CompactMultiheadAttention",
 ]

@@ -20,10 +20,13 @@ import torch
 from torch import nn
 
 from compressor.errors import ConfigError
+from compressor.graph.atoms import Slot
+from compressor.graph.attention import COMPACT_CLASSES
 from compressor.graph.dependency import ChannelSelection, DependencyGraph
 from compressor.graph.handlers import attribute_updates
 from compressor.graph.masking import MaskedNorms, apply_masks
 from compressor.graph.trace import as_args
+from compressor.utils.modes import refresh_mode_state
 
 __all__ = ["CompactionStep", "CompactionResult", "compact", "compact_selection",
            "compaction_history", "load_compacted", "replay_history", "zero_channels",
@@ -112,8 +115,20 @@ def _set_attributes(model: nn.Module, attributes: Mapping[str, Mapping[str, Any]
     for path, values in attributes.items():
         module = model.get_submodule(path) if path else model
         for key, value in values.items():
+            if key == "__class__":
+                module.__class__ = _compact_class(value)
+                continue
             current = getattr(module, key, None)
             setattr(module, key, tuple(value) if isinstance(current, tuple) else value)
+
+
+def _compact_class(name: str) -> type[nn.Module]:
+    """A class compaction gives modules, from the name a history records (never imported)."""
+    if name not in COMPACT_CLASSES:
+        raise ConfigError(f"The compaction history names an unknown module class {name!r} "
+                          f"(known: {', '.join(sorted(COMPACT_CLASSES))}); it was written by "
+                          "another version of compressor or edited.")
+    return COMPACT_CLASSES[name]
 
 
 def _set_identity(model: nn.Module, paths: list[str]) -> None:
@@ -132,6 +147,7 @@ def replay_history(model: nn.Module, history: list[Mapping[str, Any]] | list[Com
         _slice_tensors(model, step.kept)
         _set_attributes(model, step.attributes)
         _record(model, step)
+    refresh_mode_state(model)
     return model
 
 
@@ -184,24 +200,48 @@ def _plan_step(model: nn.Module, graph: DependencyGraph, selection: ChannelSelec
 def _derived_attributes(model: nn.Module, graph: DependencyGraph, selection: ChannelSelection,
                         kept: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     attributes: dict[str, dict[str, Any]] = {}
-    for name in kept:
+    for name, dims in kept.items():
         path = name.rpartition(".")[0]
         module = model.get_submodule(path) if path else model
         updates = attribute_updates(module)
         if updates:
             attributes.setdefault(path, {}).update(updates)
+        for dim, indices in dims.items():
+            for owner, attribute in graph.width_attributes.get(Slot(name, dim), ()):
+                attributes.setdefault(owner, {})[attribute] = len(indices)
     removed = graph.removed_atoms(selection)
     for use in graph.norms:
-        width = len(graph.kept_positions(use.labels, removed, use.labels.ndim - 1))
+        width = len(graph.kept_positions(use.labels, removed, use.dim))
         module = model.get_submodule(use.module)
         if tuple(module.normalized_shape) != (width,):
             attributes.setdefault(use.module, {})["normalized_shape"] = (width,)
-    for split in graph.head_splits:
-        heads = len(graph.kept_positions(split.labels, removed, split.dim))
-        module = model.get_submodule(split.module) if split.module else model
-        if getattr(module, split.attribute) != heads:
-            attributes.setdefault(split.module, {})[split.attribute] = heads
+    for (path, attribute), value in _size_updates(model, graph, removed).items():
+        attributes.setdefault(path, {})[attribute] = value
     return attributes
+
+
+def _size_updates(model: nn.Module, graph: DependencyGraph, removed: set[int]
+                  ) -> dict[tuple[str, str], int]:
+    """New values of the size attributes the graph recorded. An attribute recorded at several
+    places takes the value of the records whose size changes (the others saw a dimension of the
+    same size that no removal touches)."""
+    candidates: dict[tuple[str, str], set[int]] = {}
+    for record in graph.size_attributes:
+        kept = len(graph.kept_positions(record.labels, removed, record.dim))
+        candidates.setdefault((record.module, record.attribute), set()).add(kept)
+    updates: dict[tuple[str, str], int] = {}
+    for (path, attribute), values in candidates.items():
+        module = model.get_submodule(path) if path else model
+        current = getattr(module, attribute)
+        changed = values - {current}
+        if len(changed) > 1:
+            raise ConfigError(
+                f"`{path or type(module).__name__}.{attribute}` ({current}) would need several "
+                f"values at once ({sorted(changed)}) after this removal; prune the groups that "
+                "share it to the same width.")
+        if changed:
+            updates[(path, attribute)] = changed.pop()
+    return updates
 
 
 def compact_selection(model: nn.Module, graph: DependencyGraph, selection: ChannelSelection
@@ -218,6 +258,7 @@ def compact_selection(model: nn.Module, graph: DependencyGraph, selection: Chann
     _set_attributes(model, attributes)
     step = CompactionStep(kept, attributes)
     _record(model, step)
+    refresh_mode_state(model)
     return CompactionResult(model, step, replaced)
 
 

@@ -22,7 +22,8 @@ from torch import nn
 from compressor.graph.atoms import Slot
 from compressor.graph.handlers import handler_for
 from compressor.graph.labels import canonical
-from compressor.graph.propagate import OUTPUT_REASON, HeadSplit, NormUse, Propagation, propagate
+from compressor.graph.propagate import OUTPUT_REASON, NormUse, Propagation, SizeAttribute, propagate
+from compressor.graph.rules.common import size_attributes
 from compressor.graph.trace import as_args, trace_model
 
 __all__ = ["Channel", "ChannelGroup", "Exclusion", "DependencyGraph", "ChannelSelection"]
@@ -112,6 +113,8 @@ class DependencyGraph:
         self._order = _tensor_order(traced)
         self.groups: list[ChannelGroup] = []
         self.excluded: list[Exclusion] = []
+        # Width attributes of modules without a handler, updated with the slot they describe.
+        self.width_attributes: dict[Slot, list[tuple[str, str]]] = {}
         self._build(model)
         if validate:
             self._validate(model)
@@ -125,9 +128,10 @@ class DependencyGraph:
         return self._propagation.norms
 
     @property
-    def head_splits(self) -> list[HeadSplit]:
-        """Reshapes that split channels into attention heads."""
-        return self._propagation.head_splits
+    def size_attributes(self) -> list[SizeAttribute]:
+        """Module attributes that hold a size the graph depends on (head counts, widths used in
+        reshapes, split sizes); compaction updates them."""
+        return self._propagation.size_attributes
 
     def groups_of_kind(self, kind: str) -> list[ChannelGroup]:
         """Groups of channels (``"channel"``) or of attention heads (``"head"``)."""
@@ -226,6 +230,10 @@ class DependencyGraph:
             if problem:
                 rejected[(modules, problem)] += len(channels)
                 continue
+            if kind == "channel":  # head counts follow the recorded head splits instead
+                for slot in group_slots:
+                    if checker.widths(slot):
+                        self.width_attributes[slot] = checker.widths(slot)
             channels.sort(key=lambda c: min(c.slices[group_slots[0]]))
             producers = tuple(_owner(s.tensor) for s in group_slots if s in prop.producers)
             self.groups.append(ChannelGroup(len(self.groups), kind, channels, group_slots,
@@ -308,31 +316,45 @@ def _get(model: nn.Module, name: str) -> torch.Tensor:
 
 
 class _SupportChecker:
-    """Whether the module owning a tensor can follow a slice of it (cached per slot)."""
+    """Whether the module owning a tensor can follow a slice of it (cached per slot).
+
+    A module without a handler that stores the slot's size in an integer attribute named like a
+    width (``embed_dim``, ``num_features``, ...) gets that attribute updated; any other integer
+    attribute equal to the size makes the slot unsupported (it may be a width in disguise).
+    """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self._cache: dict[Slot, str | None] = {}
+        self._cache: dict[Slot, tuple[str | None, list[tuple[str, str]]]] = {}
 
     def problem(self, slot: Slot) -> str | None:
+        """Why the owner of ``slot`` cannot follow its slicing, or ``None``."""
+        return self._checked(slot)[0]
+
+    def widths(self, slot: Slot) -> list[tuple[str, str]]:
+        """``(module, attribute)`` pairs holding the size of ``slot``, to update with it."""
+        return self._checked(slot)[1]
+
+    def _checked(self, slot: Slot) -> tuple[str | None, list[tuple[str, str]]]:
         if slot not in self._cache:
             self._cache[slot] = self._check(slot)
         return self._cache[slot]
 
-    def _check(self, slot: Slot) -> str | None:
+    def _check(self, slot: Slot) -> tuple[str | None, list[tuple[str, str]]]:
         path = _owner(slot.tensor)
         module = self.model.get_submodule(path) if path else self.model
         if handler_for(module) is not None:
-            return None
+            return None, []
         size = _get(self.model, slot.tensor).shape[slot.dim]
+        widths = size_attributes(module, size)
         suspicious = [name for name, value in vars(module).items()
                       if isinstance(value, int) and not isinstance(value, bool) and value == size
-                      and not name.startswith("_")]
+                      and not name.startswith("_") and name not in widths]
         if suspicious:
             return (f"`{path or type(module).__name__}` ({type(module).__name__}) stores its "
                     f"width in `{suspicious[0]}`; register a handler for it with "
-                    "compressor.graph.register_handler so the attribute follows")
-        return None
+                    "compressor.graph.register_handler so the attribute follows"), []
+        return None, [(path, name) for name in widths]
 
 
 def _hyperplanes(shape: torch.Size, flat: list[int]) -> tuple[int, list[int]] | None:

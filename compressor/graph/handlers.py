@@ -32,14 +32,20 @@ class LayerHandler:
             input channel ``c`` (its own parameters have one entry per channel along dimension
             0). Use it for custom layers built from operations the tracer does not know.
         channel_dim: The channel dimension of the module's input and output (for ``channelwise``).
+        propagate: Propagate channel labels through a call of the module as a black box:
+            ``propagate(propagator, module, path, inputs, outputs)`` returns the labels of each
+            output node (see :func:`compressor.graph.attention.propagate_multihead_attention`).
     """
 
     update: AttributeUpdate | None = None
     channelwise: bool = False
     channel_dim: int = 1
+    propagate: Callable[..., dict[Any, Any]] | None = None
 
 
 _HANDLERS: dict[type[nn.Module], LayerHandler] = {}
+# Layers of third-party libraries, by qualified class name (the library need not be installed).
+_NAMED_HANDLERS: dict[str, LayerHandler] = {}
 
 
 def register_handler(module_type: type[nn.Module], handler: LayerHandler | AttributeUpdate) -> None:
@@ -68,6 +74,9 @@ def handler_for(module: nn.Module) -> LayerHandler | None:
     for cls in type(module).__mro__:
         if cls in _HANDLERS:
             return _HANDLERS[cls]
+        named = _NAMED_HANDLERS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if named is not None:
+            return named
     return None
 
 
@@ -113,6 +122,10 @@ def _layer_norm(module: nn.Module) -> dict[str, Any]:
     return {"normalized_shape": tuple(module.weight.shape)}
 
 
+def _transposed_linear(module: nn.Module) -> dict[str, Any]:
+    return {"nx": module.weight.shape[0], "nf": module.weight.shape[1]}
+
+
 def _embedding(module: nn.Module) -> dict[str, Any]:
     return {"embedding_dim": module.weight.shape[1]}
 
@@ -132,3 +145,5 @@ register_handler(nn.LayerNorm, _layer_norm)
 register_handler(nn.RMSNorm, _layer_norm)
 register_handler(nn.Embedding, _embedding)
 register_handler(nn.PReLU, _prelu)
+# Hugging Face GPT-2's projections: a linear layer with an ``(in, out)`` weight.
+_NAMED_HANDLERS["transformers.pytorch_utils.Conv1D"] = LayerHandler(update=_transposed_linear)

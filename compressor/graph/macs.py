@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from compressor.utils.modes import temporary_mode
 from compressor.utils.modules import count_parameters
 
 __all__ = ["count_macs", "macs_by_op", "model_size"]
@@ -23,14 +24,8 @@ def macs_by_op(model: nn.Module, example_inputs: Any) -> dict[str, int]:
 
     The count is per batch of ``example_inputs``; pass a batch of one for per-sample MACs.
     """
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*_as_tuple(example_inputs))
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with temporary_mode(model, False), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*_as_tuple(example_inputs))
     flops = counter.get_flop_counts().get("Global", {})
     return {str(op).removeprefix("aten."): int(count) // 2 for op, count in flops.items()}
 

@@ -43,13 +43,12 @@ class MaskedNorms:
         if not removed:
             return
         for use in graph.norms:
-            kept = graph.kept_positions(use.labels, removed, use.labels.ndim - 1)
-            width = model.get_submodule(use.module).weight.shape[-1] \
-                if getattr(model.get_submodule(use.module), "weight", None) is not None else None
-            if width is not None and len(kept) == width:
-                continue
+            kept = graph.kept_positions(use.labels, removed, use.dim)
             module = model.get_submodule(use.module)
-            self._handles.append(module.register_forward_hook(_norm_hook(kept, use.eps)))
+            weight = getattr(module, "weight", None)
+            if weight is not None and len(kept) == weight.shape[-1]:
+                continue
+            self._handles.append(module.register_forward_hook(_norm_hook(kept, use.eps, use.dim)))
 
     def remove(self) -> None:
         """Remove the hooks."""
@@ -67,19 +66,19 @@ class MaskedNorms:
         self.remove()
 
 
-def _norm_hook(kept: list[int], eps: float):  # noqa: ANN202 - hook factory
+def _norm_hook(kept: list[int], eps: float, dim: int):  # noqa: ANN202 - hook factory
     index = torch.tensor(kept, dtype=torch.long)
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         x = args[0]
         weight = module.weight[index] if getattr(module, "weight", None) is not None else None
         bias = module.bias[index] if getattr(module, "bias", None) is not None else None
-        picked = x.index_select(-1, index.to(x.device))
+        picked = x.index_select(dim, index.to(x.device)).movedim(dim, -1)
         if isinstance(module, nn.RMSNorm):
             normalised = F.rms_norm(picked, (len(kept),), weight, module.eps or eps)
         else:
             normalised = F.layer_norm(picked, (len(kept),), weight, bias, module.eps)
         out = torch.zeros_like(output)
-        return out.index_copy(-1, index.to(x.device), normalised)
+        return out.index_copy(dim, index.to(x.device), normalised.movedim(-1, dim))
 
     return hook

@@ -9,6 +9,7 @@ output). Rules are looked up by the ATen operator name.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +25,9 @@ from compressor.graph.labels import (
 )
 from compressor.graph.rules import ElementwiseRules, LayerRules, ReductionRules, ShapeRules
 from compressor.graph.rules.common import (
-    HeadSplit,
     Labels,
     NormUse,
+    SizeAttribute,
     flatten,
     get_tensor,
     node_args,
@@ -36,7 +37,7 @@ from compressor.graph.rules.common import (
 )
 from compressor.graph.trace import TracedModel, module_of, module_stack
 
-__all__ = ["Propagation", "Propagator", "HeadSplit", "NormUse", "propagate", "OUTPUT_REASON",
+__all__ = ["Propagation", "Propagator", "SizeAttribute", "NormUse", "propagate", "OUTPUT_REASON",
            "op_name", "shape_of"]
 
 OUTPUT_REASON = "reaches the model output"
@@ -50,7 +51,7 @@ class Propagation:
     union_find: UnionFind
     producers: set[Slot] = field(default_factory=set)
     head_atoms: set[int] = field(default_factory=set)
-    head_splits: list[HeadSplit] = field(default_factory=list)
+    size_attributes: list[SizeAttribute] = field(default_factory=list)
     norms: list[NormUse] = field(default_factory=list)
     whole_hyperplanes: list[tuple[np.ndarray, int, str]] = field(default_factory=list)
     element_tensors: set[str] = field(default_factory=set)
@@ -68,7 +69,8 @@ _UNARY = {
     "logical_not", "isnan", "isfinite", "trunc", "frac", "sigmoid_", "tanh_", "upsample_nearest1d",
     "upsample_nearest2d", "upsample_nearest3d", "upsample_bilinear2d",
     "upsample_bicubic2d", "upsample_linear1d", "upsample_trilinear3d", "_upsample_nearest_exact2d",
-    "_upsample_bilinear2d_aa", "native_dropout",
+    "_upsample_bilinear2d_aa", "native_dropout", "dropout_", "feature_dropout_", "alpha_dropout_",
+    "feature_alpha_dropout", "feature_alpha_dropout_",
 }
 _BINARY = {
     "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum", "fmod",
@@ -93,7 +95,6 @@ _RESHAPES = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "view_as
              "expand", "expand_as", "unsqueeze", "squeeze", "squeeze_", "unsqueeze_", "broadcast_to",
              "atleast_2d", "ravel"}
 _TRANSPOSES = {"permute", "transpose", "t", "movedim", "swapaxes", "swapdims", "numpy_T"}
-HEAD_WORDS = ("head",)
 
 
 class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
@@ -150,7 +151,7 @@ class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
         if arg.op == "placeholder":
             name = self.traced.tensors.get(arg.name)
             shape = shape_of(arg)
-            if name is not None and shape is not None:
+            if name is not None and shape is not None and 0 not in shape:
                 self.result.element_tensors.add(name)
                 labels = self.atoms(Slot(name, -1, element=True), int(np.prod(shape)) or 1)
                 return labels.reshape(shape) if shape else labels.reshape(())
@@ -219,6 +220,7 @@ class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
             rules[name] = self.along_dim
         for name in ("matmul", "bmm", "mm"):
             rules[name] = self.matmul
+        rules["addmm"] = self.addmm
         rules["scaled_dot_product_attention"] = self.attention
         rules["cat"] = self.cat
         rules["concat"] = self.cat
@@ -231,6 +233,9 @@ class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
         rules["unbind"] = self.unbind
         rules["select"] = self.select
         rules["slice"] = self.slice
+        rules["index"] = self.index
+        rules["_unsafe_index"] = self.index
+        rules["index_select"] = self.index_select
         rules["narrow"] = self.slice
         rules["getitem"] = self.getitem
         rules["repeat"] = self.repeat
@@ -279,8 +284,9 @@ class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
 
 
     # ------------------------------------------------------------------- walk
-    def _channelwise_scopes(self) -> dict[fx.Node, str]:
-        """Nodes inside calls of modules registered as channel-wise black boxes -> call key."""
+    def _black_box_scopes(self) -> dict[fx.Node, str]:
+        """Nodes inside calls of modules whose handler propagates through them as a black box
+        (channel-wise layers, ``nn.MultiheadAttention``) -> call key."""
         from compressor.graph.handlers import handler_for
 
         scopes: dict[fx.Node, str] = {}
@@ -288,36 +294,52 @@ class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
             for key, path in module_stack(node):
                 module = self.model.get_submodule(path) if path else self.model
                 handler = handler_for(module)
-                if path and handler is not None and handler.channelwise:
+                if path and handler is not None and (handler.channelwise or handler.propagate):
                     scopes[node] = key
                     break
         return scopes
 
-    def _channelwise(self, key: str, nodes: list[fx.Node]) -> None:
-        """Propagate through a channel-wise black box: outputs carry the input's channels."""
+    def _black_box(self, key: str, nodes: list[fx.Node]) -> None:
+        """Propagate through one call of a black-box module."""
         from compressor.graph.handlers import handler_for
 
         inside = set(nodes)
         path = dict(module_stack(nodes[0]))[key]
         module = self.model.get_submodule(path)
         handler = handler_for(module)
-        inputs = [arg for node in nodes for arg in node.all_input_nodes
-                  if arg not in inside
-                  and (arg.op != "placeholder" or arg.name in self.traced.inputs)]
+        inputs = list(dict.fromkeys(
+            arg for node in nodes for arg in node.all_input_nodes
+            if arg not in inside and (arg.op != "placeholder" or arg.name in self.traced.inputs)))
+        outputs = [node for node in nodes if any(user not in inside for user in node.users)]
+        try:
+            if handler is not None and handler.propagate is not None:
+                labels = handler.propagate(self, module, path, inputs, outputs)
+            else:
+                labels = self._channelwise(module, path, handler, inputs, nodes[0])
+        except Exception as error:  # noqa: BLE001 - an exclusion with the reason, never a crash
+            for arg in inputs:
+                self.poison(self.value(arg), nodes[0], f"could not analyse `{path}` "
+                                                       f"({type(error).__name__}: {error})")
+            labels = {node: fixed(len(shape_of(node) or ())) for node in outputs}
+        for node in nodes:
+            self.values[node] = labels[node] if node in outputs else None
+
+    def _channelwise(self, module: nn.Module, path: str, handler: Any, inputs: list[fx.Node],
+                     first: fx.Node) -> dict[fx.Node, Any]:
+        """A channel-wise black box: outputs carry the input's channels."""
         source = self.labels(inputs[0]) if inputs else fixed(0)
         dim = handler.channel_dim if handler else 1
         dim = dim + source.ndim if dim < 0 else dim
         for name, parameter in module.named_parameters():
             qualified = f"{path}.{name}"
             if parameter.ndim and source.ndim > dim and parameter.shape[0] == width(inputs[0], dim):
-                atoms = self.slot_atoms(qualified, 0, nodes[0])
-                self.couple_index(atoms, source, dim, nodes[0], "channel is fixed")
+                atoms = self.slot_atoms(qualified, 0, first)
+                self.couple_index(atoms, source, dim, first, "channel is fixed")
         out = self.output(source)
-        for node in nodes:
-            self.values[node] = out if any(user not in inside for user in node.users) else None
+        return defaultdict(lambda: out)
 
     def run(self) -> Propagation:
-        scopes = self._channelwise_scopes()
+        scopes = self._black_box_scopes()
         members: dict[str, list[fx.Node]] = {}
         for node, key in scopes.items():
             members.setdefault(key, []).append(node)
@@ -325,7 +347,7 @@ class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
             if node in scopes:
                 key = scopes[node]
                 if members[key][0] is node:
-                    self._channelwise(key, members[key])
+                    self._black_box(key, members[key])
                 continue
             if node.op == "placeholder":
                 if node.name in self.traced.inputs:
@@ -352,8 +374,9 @@ class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
             return self.unknown(node)
         try:
             return rule(node)
-        except (IndexError, ValueError, TypeError, KeyError) as error:
-            return self.unknown(node, f"could not analyse this operation ({error})")
+        except Exception as error:  # noqa: BLE001 - an exclusion with the reason, never a crash
+            return self.unknown(node, f"could not analyse this operation "
+                                      f"({type(error).__name__}: {error})")
 
 
 def propagate(traced: TracedModel, model: nn.Module) -> Propagation:

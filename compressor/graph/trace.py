@@ -7,15 +7,18 @@ by its qualified name.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.utils import _pytree
 
 from compressor.errors import CaptureError
+from compressor.utils.modes import temporary_mode
 
 __all__ = ["TracedModel", "trace_model", "as_args", "module_of"]
 
@@ -69,16 +72,18 @@ def trace_model(model: nn.Module, example_inputs: Any) -> TracedModel:
         CaptureError: ``torch.export`` failed; the message names the failing operation or module.
     """
     args = as_args(example_inputs)
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
+    with temporary_mode(model, False), torch.no_grad():
+        try:
             program = torch.export.export(model, args, strict=False)
-    except Exception as error:  # noqa: BLE001 - re-raised with context
-        raise CaptureError(_describe_capture_failure(model, error)) from error
-    finally:
-        for module, training in modes.items():
-            module.training = training
+        except Exception as error:  # noqa: BLE001 - retried once, then re-raised with context
+            opaque = _opaque_output_types(model, args)
+            if not opaque:
+                raise CaptureError(_describe_capture_failure(model, error)) from error
+            try:
+                with _left_out(opaque):
+                    program = torch.export.export(model, args, strict=False)
+            except Exception as retry_error:  # noqa: BLE001 - re-raised with context
+                raise CaptureError(_describe_capture_failure(model, retry_error)) from retry_error
     traced = TracedModel(program.graph_module.graph)
     for spec in program.graph_signature.input_specs:
         name = spec.arg.name if hasattr(spec.arg, "name") else str(spec.arg)
@@ -87,6 +92,30 @@ def trace_model(model: nn.Module, example_inputs: Any) -> TracedModel:
         elif spec.kind.name == "USER_INPUT":
             traced.inputs.append(name)
     return traced
+
+
+def _opaque_output_types(model: nn.Module, args: tuple[Any, ...]) -> list[type]:
+    """Types in ``model``'s output that ``torch.export`` cannot flatten (e.g. a key-value cache
+    object of a language model), found by running it once."""
+    leaves = _pytree.tree_leaves(model(*args))
+    plain = (torch.Tensor, int, float, bool, str, type(None))
+    return list(dict.fromkeys(type(leaf) for leaf in leaves if not isinstance(leaf, plain)))
+
+
+@contextlib.contextmanager
+def _left_out(types: list[type]) -> Iterator[None]:
+    """Let ``torch.export`` treat objects of ``types`` in the output as empty containers, so
+    what they hold is left out of the captured outputs (the channels they carry are then not
+    protected as model outputs: a pruned language model returns a smaller cache)."""
+    registered = []
+    try:
+        for cls in types:
+            _pytree.register_pytree_node(cls, lambda obj: ([], None), lambda children, _: None)
+            registered.append(cls)
+        yield
+    finally:
+        for cls in registered:
+            _pytree._deregister_pytree_node(cls)  # noqa: SLF001 - no public inverse
 
 
 def _describe_capture_failure(model: nn.Module, error: Exception) -> str:

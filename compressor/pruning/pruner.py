@@ -41,6 +41,7 @@ from compressor.pruning.config import Allocation, Granularity, PruningConfig
 from compressor.pruning.criteria import Criterion, make_criterion
 from compressor.pruning.masks import MaskSet
 from compressor.pruning.report import prunable_weights
+from compressor.utils.modes import refresh_mode_state
 
 __all__ = ["Pruner", "PruningStatus"]
 
@@ -334,6 +335,7 @@ class Pruner:
     def _apply(self) -> None:
         self.masks.update(self._mask_tensors())
         self.masks.apply(self.model)
+        refresh_mode_state(self.model)
         if self.graph is not None:
             if self._norm_hooks is not None:
                 self._norm_hooks.remove()
@@ -418,6 +420,7 @@ class Pruner:
             set_submodule(self.model, path, nn.Identity())
         step = CompactionStep(identity=paths)
         _record(self.model, step)
+        refresh_mode_state(self.model)
         return CompactionResult(self.model, step, {})
 
     # ------------------------------------------------------------------- state

@@ -11,6 +11,7 @@ from torch.fx import GraphModule
 
 from compressor.errors import CaptureError, InvalidTypeError
 from compressor.export.diagnose import diagnose_failure
+from compressor.utils.modes import record_modes, restore_modes
 
 __all__ = ["as_inputs", "capture"]
 
@@ -43,7 +44,7 @@ def capture(model: nn.Module, example_inputs: Any, training: bool) -> GraphModul
     """
     inputs = as_inputs(example_inputs)
     batch = torch.export.Dim("batch", min=1)
-    flags = {module: module.training for module in model.modules()}
+    modes = record_modes(model)
     model.train(training)
     try:
         program = torch.export.export(model, inputs, strict=False,
@@ -59,6 +60,5 @@ def capture(model: nn.Module, example_inputs: Any, training: bool) -> GraphModul
             f"`student=`), keep {culprit} out of the quantized part (in float), or rewrite the "
             "data-dependent code with tensor ops / torch.cond.") from error
     finally:
-        for submodule, mode in flags.items():
-            submodule.training = mode
+        restore_modes(model, modes)
     return program.module()

@@ -16,6 +16,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from compressor.utils.modes import record_modes, restore_modes
+
 __all__ = ["is_exported_model", "is_training", "set_training", "mark_training",
            "route_train_eval", "eval_mode"]
 
@@ -117,18 +119,23 @@ def _after_deepcopy(copy: torch.fx.GraphModule) -> None:
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run a block with ``model`` (and every exported graph module inside it) in eval mode,
-    then restore each module's previous mode."""
-    flags = {module: module.training for module in model.modules()}
-    switched = [module for module in model.modules()
-                if is_exported_model(module) and is_training(module)]
+    then restore each module's previous mode (through ``train()`` for ordinary modules)."""
+    modes = record_modes(model)
+    exported = [module for module in model.modules() if is_exported_model(module)]
+    switched = [module for module in exported if is_training(module)]
     for module in switched:
         _switch(module, False)
-    for module in flags:
+    if not exported:
+        model.eval()
+    for module in modes:  # graph modules only mirror their graph's mode in these flags
         module.training = False
     try:
         yield model
     finally:
         for module in switched:
             _switch(module, True)
-        for module, training in flags.items():
-            module.training = training
+        if exported:
+            for module, training in modes.items():
+                module.training = training
+        else:
+            restore_modes(model, modes)

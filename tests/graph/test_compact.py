@@ -183,26 +183,37 @@ def test_custom_layer_handler_makes_it_prunable():
 class WidthAware(nn.Module):
     """A custom layer that stores its width in an attribute used by forward."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, attribute="channels"):
         super().__init__()
-        self.channels = channels
+        self.attribute = attribute
+        setattr(self, attribute, channels)
         self.scale = nn.Parameter(torch.ones(channels))
 
     def forward(self, x):
-        return x * self.scale.view(1, self.channels, 1, 1)
+        return x * self.scale.view(1, getattr(self, self.attribute), 1, 1)
 
 
-def test_custom_attribute_needs_a_handler_update():
+def test_width_named_attribute_follows_the_kept_channels():
     model = nn.Sequential(nn.Conv2d(3, 8, 1), WidthAware(8), nn.Conv2d(8, 4, 1)).eval()
     inputs = torch.randn(2, 3, 4, 4)
-    with pytest.warns(UserWarning, match="stores its width in `channels`"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graph = DependencyGraph(model, inputs)
+    compact_selection(model, graph, {0: [2, 3]})
+    assert model[1].channels == 6 and model(inputs).shape == (2, 4, 4, 4)
+
+
+def test_other_attribute_of_the_width_needs_a_handler_update():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), WidthAware(8, "k"), nn.Conv2d(8, 4, 1)).eval()
+    inputs = torch.randn(2, 3, 4, 4)
+    with pytest.warns(UserWarning, match="stores its width in `k`"):
         graph = DependencyGraph(model, inputs)
     assert not graph.groups
-    register_handler(WidthAware, lambda m: {"channels": m.scale.shape[0]})
+    register_handler(WidthAware, lambda m: {"k": m.scale.shape[0]})
     try:
         graph = DependencyGraph(model, inputs)
         compact_selection(model, graph, {0: [2, 3]})
-        assert model[1].channels == 6
+        assert model[1].k == 6
         assert model(inputs).shape == (2, 4, 4, 4)
     finally:
         unregister_handler(WidthAware)

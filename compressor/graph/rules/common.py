@@ -10,18 +10,27 @@ from typing import Any
 import numpy as np
 from torch import fx, nn
 
-__all__ = ["HeadSplit", "NormUse", "Labels", "op_name", "shape_of", "node_args", "flatten",
-           "width", "extent", "norm_dim", "as_list", "dims_arg", "get_tensor", "HEAD_WORDS"]
+__all__ = ["SizeAttribute", "NormUse", "Labels", "op_name", "shape_of", "node_args", "flatten",
+           "width", "extent", "norm_dim", "as_list", "dims_arg", "get_tensor", "HEAD_WORDS",
+           "size_attributes"]
 
 Labels = np.ndarray
 # Integer module attributes whose name contains one of these words count the attention heads.
 HEAD_WORDS = ("head",)
+# ... or hold a width (number of channels, features, heads, or the size of a split).
+_WIDTH_WORDS = ("dim", "feature", "channel", "hidden", "embed", "width", "size", "head", "plane",
+                "inner", "nf", "nx", "n_embd", "d_model", "split")
+# ... but not when they name something that is not a width.
+_NOT_WIDTH_WORDS = ("image", "img", "patch", "kernel", "stride", "pad", "window", "resolution",
+                    "class", "label", "vocab", "position", "len", "seq", "token", "batch", "group",
+                    "layer", "depth", "step", "max", "min")
 
 
 @dataclass
-class HeadSplit:
-    """A reshape that splits channels into attention heads inside ``module``; ``attribute``
-    holds the head count and must follow the number of kept heads."""
+class SizeAttribute:
+    """An integer attribute of ``module`` that counts the positions along ``dim`` of ``labels``
+    (a head count, a width used in a reshape, the size of the parts of a split): after
+    removal it must equal the number of positions that keep a channel."""
 
     module: str
     attribute: str
@@ -29,13 +38,36 @@ class HeadSplit:
     dim: int
 
 
+def size_attributes(module: nn.Module, value: int, words: tuple[str, ...] = _WIDTH_WORDS
+                    ) -> list[str]:
+    """Integer attributes of ``module`` equal to ``value`` whose name reads as a width (or
+    contains one of ``words``)."""
+    found = []
+    for attribute, current in vars(module).items():
+        name = attribute.lower()
+        if (isinstance(current, int) and not isinstance(current, bool) and current == value
+                and not attribute.startswith("_") and any(word in name for word in words)
+                and not any(word in name for word in _NOT_WIDTH_WORDS)):
+            found.append(attribute)
+    return found
+
+
 @dataclass
 class NormUse:
-    """A LayerNorm-style module normalising over labelled channels (last dimension)."""
+    """A LayerNorm-style module normalising over labelled channels.
+
+    Attributes:
+        module: Qualified name of the module.
+        labels: Labels of the module's input (its output has the same shape).
+        eps: The normalisation's epsilon.
+        dim: The channel dimension of the module's input and output (negative: counted from
+            the end), e.g. -1 for ``nn.LayerNorm``, -3 for a channels-first ``LayerNorm2d``.
+    """
 
     module: str
     labels: np.ndarray
     eps: float
+    dim: int = -1
 
 
 def op_name(node: fx.Node) -> str:

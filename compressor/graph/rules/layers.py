@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import fx
+import numpy as np
+from torch import fx, nn
 
 from compressor.graph.atoms import Slot
 from compressor.graph.labels import canonical, per_index, varying_dims
 from compressor.graph.rules.common import Labels, NormUse, op_name, shape_of
-from compressor.graph.trace import module_of
+from compressor.graph.trace import module_of, module_stack
 
 __all__ = ["LayerRules"]
 
@@ -126,15 +127,12 @@ class LayerRules:
         ndim = source.ndim
         norm_dims = set(range(ndim - len(normalized), ndim))
         labelled = varying_dims(source) & norm_dims
-        path, type_name = module_of(node)
         if labelled:
-            if len(normalized) != 1 or type_name not in ("LayerNorm", "RMSNorm"):
+            use = self._norm_use(node, source) if len(normalized) == 1 else None
+            if use is None:
                 self.poison(source, node, "normalisation statistics over these channels would change")
             else:
-                eps = float(node.args[4]) if len(node.args) > 4 and node.args[4] is not None else 1e-5
-                if op_name(node) == "rms_norm":
-                    eps = float(node.args[3]) if len(node.args) > 3 and node.args[3] else 1e-6
-                self.result.norms.append(NormUse(path, source, eps))
+                self.result.norms.append(use)
         weight_args = [node.args[2], node.args[3] if len(node.args) > 3 else None]
         if op_name(node) == "rms_norm":
             weight_args = [node.args[2]]
@@ -147,6 +145,41 @@ class LayerRules:
         if op_name(node) == "native_layer_norm":
             return [out, None, None]
         return out
+
+    def _norm_use(self, node: fx.Node, source: Labels) -> NormUse | None:
+        """The LayerNorm-style module normalising ``source`` over its last dimension, with the
+        channel dimension of that module's own input (``None`` if there is no such module)."""
+        path, _ = module_of(node)
+        module = self.model.get_submodule(path) if path else self.model
+        if not isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+            return None
+        eps = float(node.args[4]) if len(node.args) > 4 and node.args[4] is not None else 1e-5
+        if op_name(node) == "rms_norm":
+            eps = float(node.args[3]) if len(node.args) > 3 and node.args[3] else 1e-6
+        entry = self._module_input(node)
+        if entry is None:
+            return None
+        labels = canonical(self.labels(entry), self.uf)
+        channels = canonical(source, self.uf)
+        channels = channels.reshape(-1) if channels.ndim <= 1 else \
+            np.moveaxis(channels, -1, 0).reshape(channels.shape[-1], -1)[:, 0]
+        for dim in varying_dims(labels):
+            along = np.moveaxis(labels, dim, 0).reshape(labels.shape[dim], -1)[:, 0]
+            if along.shape == channels.shape and np.array_equal(along, channels):
+                return NormUse(path, labels, eps, dim - labels.ndim)
+        return None
+
+    def _module_input(self, node: fx.Node) -> fx.Node | None:
+        """The tensor entering the innermost module call that contains ``node``."""
+        stack = module_stack(node)
+        if not stack:
+            return None
+        key = stack[-1][0]
+        inside = {n for n in self.traced.graph.nodes if key in dict(module_stack(n))}
+        entries = [arg for n in inside for arg in n.all_input_nodes
+                   if arg not in inside and arg.name not in self.traced.tensors]
+        entries = list(dict.fromkeys(entries))
+        return entries[0] if len(entries) == 1 else None
 
     def embedding(self, node: fx.Node) -> Any:
         name = self.tensor_name(node.args[0])

@@ -12,7 +12,7 @@ from torch import fx
 
 from compressor.graph.atoms import Slot
 from compressor.graph.labels import FIXED, broadcast_labels, canonical, fixed, right_align, varying_dims
-from compressor.graph.rules.common import Labels, dims_arg, norm_dim, op_name, shape_of
+from compressor.graph.rules.common import Labels, dims_arg, extent, norm_dim, op_name, shape_of
 
 __all__ = ["ReductionRules"]
 
@@ -76,18 +76,36 @@ class ReductionRules:
         if out_shape is None:
             return None
         if weight is not None and len(self.tensor_shape(weight)) == 2:
-            source = self.labels(left_arg)
-            in_atoms = self.slot_atoms(weight, 0, node)
-            out_atoms = self.slot_atoms(weight, 1, node)
-            self.result.producers.add(Slot(weight, 1))
-            self.couple_index(in_atoms, source, source.ndim - 1, node, "input feature is fixed")
-            return self.output(out_atoms.reshape((1,) * (len(out_shape) - 1) + (-1,)))
+            return self._transposed_linear(node, left_arg, weight, None, len(out_shape))
         if self.tensor_name(left_arg) is not None:
             return self.unknown(node, "matrix product with a parameter on the left")
         left, right = self.labels(left_arg), self.labels(right_arg)
         if left.ndim < 2 or right.ndim < 2:
             return self.unknown(node, "matrix-vector product")
         return self.output(self._matmul(node, left, right, len(out_shape)))
+
+    def addmm(self, node: fx.Node) -> Any:
+        """``bias + input @ weight`` (GPT-2's ``Conv1D``: a linear layer storing its weight as
+        ``(in, out)``)."""
+        bias_arg, left_arg, right_arg = node.args[:3]
+        weight = self.tensor_name(right_arg)
+        bias = self.tensor_name(bias_arg)
+        if weight is None or len(self.tensor_shape(weight)) != 2 or node.kwargs:
+            return self.unknown(node, "matrix product with a computed weight")
+        return self._transposed_linear(node, left_arg, weight, bias, 2)
+
+    def _transposed_linear(self, node: fx.Node, left_arg: Any, weight: str, bias: str | None,
+                           ndim: int) -> Labels:
+        source = self.labels(left_arg)
+        in_atoms = self.slot_atoms(weight, 0, node)
+        out_atoms = self.slot_atoms(weight, 1, node)
+        self.result.producers.add(Slot(weight, 1))
+        if bias is not None and len(self.tensor_shape(bias)) == 1:
+            self.uf.union_arrays(out_atoms, self.slot_atoms(bias, 0, node))
+        elif bias is not None:
+            self.poison(self.value(node.args[0]), node, "bias of an unexpected shape")
+        self.couple_index(in_atoms, source, source.ndim - 1, node, "input feature is fixed")
+        return self.output(out_atoms.reshape((1,) * (ndim - 1) + (-1,)))
 
     def _matmul(self, node: fx.Node, left: Labels, right: Labels, ndim: int) -> Labels:
         left, right = right_align(left, ndim), right_align(right, ndim)
@@ -136,5 +154,23 @@ class ReductionRules:
         query, key, value = (self.labels(a) for a in node.args[:3])
         ndim = query.ndim
         scores = self._matmul(node, query, np.swapaxes(key, -1, -2), ndim)
+        mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
+        if isinstance(mask, fx.Node):
+            self._couple_mask(node, canonical(scores, self.uf), mask)
         out = self._matmul(node, canonical(scores, self.uf), value, ndim)
         return self.output(out)
+
+    def _couple_mask(self, node: fx.Node, scores: Labels, mask: fx.Node) -> None:
+        """An additive attention mask (e.g. relative-position biases per head) is added to the
+        scores: its labelled positions couple with theirs as in an element-wise add."""
+        query_shape, key_shape = shape_of(node.args[0]), shape_of(node.args[1])
+        mask_shape = shape_of(mask)
+        if query_shape is None or key_shape is None or mask_shape is None:
+            return
+        batch = tuple(np.broadcast_shapes(query_shape[:-2], key_shape[:-2]))
+        scores_shape = batch + (query_shape[-2], key_shape[-2])
+        ndim = max(len(scores_shape), len(mask_shape))
+        extent_scores = {ndim - len(scores_shape) + d for d, size in enumerate(scores_shape)
+                         if size > 1}
+        self._couple_elementwise(node, right_align(scores, ndim), extent_scores,
+                                 right_align(self.labels(mask), ndim), extent(mask, ndim))
