@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from torch import fx, nn
 from torch.utils import _pytree
 
 from compressor.errors import CaptureError
-from compressor.utils.modes import temporary_mode
+from compressor.utils.modes import refresh_mode_state, temporary_mode
 
 __all__ = ["TracedModel", "trace_model", "as_args", "module_of"]
 
@@ -72,7 +73,11 @@ def trace_model(model: nn.Module, example_inputs: Any) -> TracedModel:
         CaptureError: ``torch.export`` failed; the message names the failing operation or module.
     """
     args = as_args(example_inputs)
-    with temporary_mode(model, False), torch.no_grad():
+    refresh_mode_state(model)  # eval-mode caches from earlier forwards would be baked in
+    with temporary_mode(model, False), torch.no_grad(), warnings.catch_warnings():
+        # Eval-mode caches (timm's attention biases) are assigned while tracing; torch.export
+        # puts them back afterwards, so its warning about them says nothing to the user.
+        warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during")
         try:
             program = torch.export.export(model, args, strict=False)
         except Exception as error:  # noqa: BLE001 - retried once, then re-raised with context
@@ -85,9 +90,11 @@ def trace_model(model: nn.Module, example_inputs: Any) -> TracedModel:
             except Exception as retry_error:  # noqa: BLE001 - re-raised with context
                 raise CaptureError(_describe_capture_failure(model, retry_error)) from retry_error
     traced = TracedModel(program.graph_module.graph)
+    own = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    own |= {name for name, _ in model.named_buffers(remove_duplicate=False)}
     for spec in program.graph_signature.input_specs:
         name = spec.arg.name if hasattr(spec.arg, "name") else str(spec.arg)
-        if spec.target is not None:
+        if spec.target is not None and spec.target in own:
             traced.tensors[name] = spec.target
         elif spec.kind.name == "USER_INPUT":
             traced.inputs.append(name)

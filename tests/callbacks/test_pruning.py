@@ -142,6 +142,34 @@ def test_resume_after_compaction_replays_history(tmp_path):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+class ValidatingModule(PlainModule):
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self(x), y))
+
+
+def test_cached_eval_biases_survive_head_pruning_validation_and_taylor_calibration():
+    """A model with a train() override that clears eval-mode caches (timm's LeViT pattern)
+    trains on after head compaction, with validation before and after it."""
+    from tests.user_models import CachedBiasTransformer
+
+    torch.manual_seed(0)
+    model = CachedBiasTransformer()
+    data = TensorDataset(torch.randn(16, 1, 12, 12), torch.randint(0, 5, (16,)))
+    loader = DataLoader(data, batch_size=8)
+    pruning = Pruning("head", 0.5, criterion="taylor", schedule="linear", start_epoch=0,
+                      end_epoch=1, calibration_batches=1)
+    fit = trainer(3, [pruning], limit_val_batches=1)
+    fit.fit(ValidatingModule(model), train_dataloaders=loader, val_dataloaders=loader)
+    assert pruning.compacted and model.blocks[0]["attn"].num_heads == 2
+    model.eval()
+    with torch.no_grad():
+        cached = model(data.tensors[0])
+    model.train()
+    with torch.no_grad():
+        assert torch.allclose(model(data.tensors[0]), cached, atol=1e-6)
+
+
 class TwoModels(pl.LightningModule):
     def __init__(self):
         super().__init__()
