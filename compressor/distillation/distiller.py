@@ -168,13 +168,11 @@ class Distiller:
                           "teacher_precision=\"auto\" to pick bf16 only where it is fast.",
                           stacklevel=3)
         with torch.no_grad(), teacher_autocast(precision, device):
-            if self._channels_last is None:
-                self._channels_last = try_channels_last(self.teacher, args, kwargs,
-                                                        self.teacher(*args, **kwargs))
-            if self._channels_last:
-                args = channels_last_inputs(args)
             with self._teacher.armed():
-                output = self.teacher(*args, **kwargs)
+                output = self.teacher(*(channels_last_inputs(args) if self._channels_last
+                                        else args), **kwargs)
+            if self._channels_last is None:  # one trial forward, at the first step only
+                self._channels_last = try_channels_last(self.teacher, args, kwargs, output)
         self._teacher.check_complete("for one batch")
         self._teacher.features = to_float32(self._teacher.features)
         return to_float32(output)
