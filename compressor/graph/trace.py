@@ -77,7 +77,7 @@ def trace_model(model: nn.Module, example_inputs: Any) -> TracedModel:
     with temporary_mode(model, False), torch.no_grad(), warnings.catch_warnings():
         # Eval-mode caches (timm's attention biases) are assigned while tracing; torch.export
         # puts them back afterwards, so its warning about them says nothing to the user.
-        warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during")
+        warnings.filterwarnings("ignore", message="The tensor attributes? .* (was|were) assigned during")
         try:
             program = torch.export.export(model, args, strict=False)
         except Exception as error:  # noqa: BLE001 - retried once, then re-raised with context
