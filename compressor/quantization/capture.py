@@ -11,6 +11,7 @@ from torch.fx import GraphModule
 
 from compressor.errors import CaptureError, InvalidTypeError
 from compressor.export.diagnose import diagnose_failure
+from compressor.quantization.attention import expand_attention
 from compressor.utils.modes import record_modes, restore_modes
 
 __all__ = ["as_inputs", "capture"]
@@ -32,11 +33,14 @@ def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
     return tuple(torch.cat([v, v]) if v.shape[0] == 1 else v for v in values)
 
 
-def capture(model: nn.Module, example_inputs: Any, training: bool) -> GraphModule:
+def capture(model: nn.Module, example_inputs: Any, training: bool,
+            expand_attention_ops: bool = True) -> GraphModule:
     """``torch.export`` ``model`` with a dynamic first dimension on every input.
 
     The model is captured in train mode (QAT: batch norm with batch statistics, dropout) or eval
-    mode (PTQ); every module's mode is restored afterwards.
+    mode (PTQ); every module's mode is restored afterwards. With ``expand_attention_ops``, fused
+    attention (``scaled_dot_product_attention``) is written as the matrix products it computes,
+    so that they can be quantized.
 
     Raises:
         CaptureError: ``torch.export`` failed; the message names the failing op / module and
@@ -61,4 +65,7 @@ def capture(model: nn.Module, example_inputs: Any, training: bool) -> GraphModul
             "data-dependent code with tensor ops / torch.cond.") from error
     finally:
         restore_modes(model, modes)
-    return program.module()
+    graph = program.module()
+    if expand_attention_ops:
+        expand_attention(graph)
+    return graph

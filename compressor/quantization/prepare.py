@@ -36,7 +36,8 @@ def _prepare(model: nn.Module, example_inputs: Any, config: Any, is_qat: bool) -
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
     config = _check_config(config)
-    graph = capture(model, example_inputs, training=is_qat)
+    graph = capture(model, example_inputs, training=is_qat,
+                    expand_attention_ops=config.quantize_matmul)
     quantizer = OrtQuantizer(config, is_qat=is_qat)
     prepared = (prepare_qat_pt2e if is_qat else prepare_pt2e)(graph, quantizer)
     if not quantizer.annotated:

@@ -3,13 +3,17 @@
 ONNX Runtime fuses ``DequantizeLinear -> op -> QuantizeLinear`` groups into integer kernels only
 when each group is complete, so the quantizer annotates whole groups on the ATen graph:
 
-* convolutions and linear layers: uint8 input, int8 per-channel weight, int32 bias and their
-  **own** uint8 output, taken after a following batch norm (folded) and ReLU / ReLU6 (absorbed
+* convolutions and linear layers (including ``addmm`` with a weight parameter, the form of
+  GPT-2's ``Conv1D``): uint8 input, int8 per-channel weight, int32 bias and their **own** uint8
+  output, taken after a following batch norm (folded) and ReLU / ReLU6 (absorbed
   by the output's quantization range) -> ``QLinearConv`` / ``QGemm`` / ``QLinearMatMul``;
 * residual additions (with a following ReLU), element-wise products, concatenations and average
   pooling: uint8 inputs and output -> ``QLinearAdd`` / ``QLinearMul`` / ``QLinearConcat`` /
   ``QLinearGlobalAveragePool``;
-* activation-by-activation matrix products (attention) -> ``QLinearMatMul``;
+* activation-by-activation matrix products (attention) -> ``QLinearMatMul``; fused attention
+  is expanded into its matrix products first (:mod:`compressor.quantization.attention`);
+  additions that feed a softmax (attention masks and biases, which may hold -inf or the float
+  minimum) stay in float;
 * max pooling, shape-only ops (reshape, flatten, permute, ...) and dropout share their input's
   quantization, so the dequantize/quantize pairs around them are redundant (ONNX Runtime drops
   them; a pair with different parameters would be merged by ONNX Runtime and change results).
@@ -44,6 +48,7 @@ aten = torch.ops.aten
 _CONV = {aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
          aten.conv2d.padding, aten.conv3d.padding}
 _LINEAR = {aten.linear.default}
+_ADDMM = {aten.addmm.default}
 _BATCH_NORM = {aten.batch_norm.default, aten._native_batch_norm_legit.default,
                aten._native_batch_norm_legit_no_training.default}
 _RELU = {aten.relu.default, aten.relu_.default}
@@ -75,19 +80,37 @@ def _module_paths(node: Node) -> list[str]:
 
 
 def _is_float_tensor(arg: Any) -> TypeGuard[Node]:
+    """A float tensor with elements (an empty one, such as a key/value cache before its first
+    entry, never gives an observer a range)."""
     if not isinstance(arg, Node):
         return False
     value = arg.meta.get("val")
-    return isinstance(value, torch.Tensor) and value.is_floating_point()
+    return (isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not any(isinstance(size, int) and size == 0 for size in value.shape))
+
+
+# Positions of (activation, weight, bias) in the arguments of each weighted op, and the weight
+# axis of its output channels: addmm(bias, input, weight) multiplies by an (in, out) weight.
+_WEIGHTED_LAYOUT = {**{op: ((0, 1, 2), 0) for op in _CONV | _LINEAR},
+                    **{op: ((1, 2, 0), 1) for op in _ADDMM}}
+_SOFTMAX = {aten.softmax.int, aten._softmax.default, aten._safe_softmax.default}
 
 
 def _is_weighted(node: Node) -> bool:
-    return node.op == "call_function" and node.target in _CONV | _LINEAR
+    return node.op == "call_function" and node.target in _WEIGHTED_LAYOUT
 
 
 def quantized_layers(model: GraphModule) -> list[Node]:
     """Convolution and linear nodes of a captured graph, in execution order."""
     return [node for node in model.graph.nodes if _is_weighted(node)]
+
+
+def _is_weight(node: Node, argument: Any) -> bool:
+    """Whether ``argument`` can be quantized as the weight of the weighted op ``node``: for
+    ``addmm``, which also multiplies two activations, only a parameter of the model."""
+    if not isinstance(argument, Node):
+        return False
+    return node.target not in _ADDMM or argument.op == "get_attr"
 
 
 def _single_user(node: Node) -> Node | None:
@@ -214,14 +237,16 @@ class _Annotator:
     # -- rules ---------------------------------------------------------------------------------
 
     def _weighted(self, node: Node, owner: Any) -> None:
-        activation, weight = node.args[0], node.args[1]
-        if not _is_float_tensor(activation) or not isinstance(weight, Node):
+        (activation_at, weight_at, bias_at), axis = _WEIGHTED_LAYOUT[node.target]
+        activation, weight = node.args[activation_at], node.args[weight_at]
+        if not _is_float_tensor(activation) or not _is_weight(node, weight):
             return
         if self.keeps_float(node):
             owner.kept_float.append(node_module(node) or node.name)
             return
-        inputs: dict[Node, Any] = {activation: self.specs.activation, weight: self.specs.weight}
-        bias = node.args[2] if len(node.args) > 2 else None
+        weight_spec = self.specs.weight if axis == 0 else self.specs.weight_columns
+        inputs: dict[Node, Any] = {activation: self.specs.activation, weight: weight_spec}
+        bias = node.args[bias_at] if len(node.args) > bias_at else None
         if isinstance(bias, Node):
             inputs[bias] = bias_spec((activation, node), (weight, node))
         chain = self._output_chain(node)
@@ -235,6 +260,8 @@ class _Annotator:
         operands = [arg for arg in node.args[:2] if _is_float_tensor(arg)]
         if len(operands) != 2 or operands[0] is operands[1] or self.keeps_float(node):
             return
+        if any(user.target in _SOFTMAX for user in node.users):
+            return  # an attention mask or bias: its -inf / float-min entries have no uint8 range
         chain = self._output_chain(node, absorb_activation) if absorb_activation else [node]
         self._annotate(node, {arg: self.specs.activation for arg in operands})
         self._annotate(chain[-1], {}, self.specs.activation)
@@ -273,7 +300,7 @@ class _Annotator:
 
     def run(self, owner: Any) -> None:
         rules: list[tuple[set[Any], Callable[[Node], None], bool]] = [
-            (_CONV | _LINEAR, lambda n: self._weighted(n, owner), True),
+            (set(_WEIGHTED_LAYOUT), lambda n: self._weighted(n, owner), True),
             (_ADD, lambda n: self._binary(n, True), self.config.quantize_elementwise),
             (_MUL, lambda n: self._binary(n, False), self.config.quantize_elementwise),
             (_MATMUL, lambda n: self._binary(n, False), self.config.quantize_matmul),

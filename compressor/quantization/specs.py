@@ -22,6 +22,7 @@ class SchemeSpecs:
 
     activation: Any
     weight: Any
+    weight_columns: Any  # the same, per column: the (in, out) weight of ``addmm``
     is_qat: bool
 
 
@@ -46,22 +47,27 @@ def build_specs(config: QuantizationConfig, is_qat: bool) -> SchemeSpecs:
         # The weights' current range at every step (averaging constant 1). Not the fused
         # kernel: it divides a symmetric range by 127.5 where convert_pt2e divides by 127, so
         # the converted weights would differ from the trained ones.
-        weight_ctr = FakeQuantize.with_args(
-            observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0, eps=_EPS)
+        def weight_ctr(axis: int) -> Any:
+            return FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver,
+                                          averaging_constant=1.0, eps=_EPS, ch_axis=axis)
     else:
         observers = {ActivationObserver.MINMAX: MinMaxObserver.with_args(eps=_EPS),
                      ActivationObserver.MOVING_AVERAGE: MovingAverageMinMaxObserver.with_args(
                          averaging_constant=config.averaging_constant, eps=_EPS),
                      ActivationObserver.HISTOGRAM: HistogramObserver.with_args(eps=_EPS)}
         activation_ctr = observers[ActivationObserver(config.activation_observer)]
-        weight_ctr = PerChannelMinMaxObserver.with_args(eps=_EPS)
+        def weight_ctr(axis: int) -> Any:
+            return PerChannelMinMaxObserver.with_args(eps=_EPS, ch_axis=axis)
     activation = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255,
                                   qscheme=torch.per_tensor_affine,
                                   observer_or_fake_quant_ctr=activation_ctr)
-    weight = QuantizationSpec(dtype=torch.int8, quant_min=-127, quant_max=127,
-                              qscheme=torch.per_channel_symmetric, ch_axis=0,
-                              observer_or_fake_quant_ctr=weight_ctr)
-    return SchemeSpecs(activation, weight, is_qat)
+
+    def weight(axis: int) -> Any:  # the axis is also given to the observer: torchao passes it
+        return QuantizationSpec(  # on only to observer classes named "PerChannel..."
+            dtype=torch.int8, quant_min=-127, quant_max=127, qscheme=torch.per_channel_symmetric,
+            ch_axis=axis, observer_or_fake_quant_ctr=weight_ctr(axis))
+
+    return SchemeSpecs(activation, weight(0), weight(1), is_qat)
 
 
 def _bias_qparams(observers: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
