@@ -11,7 +11,7 @@ from torch.fx import GraphModule
 
 from compressor.errors import CaptureError, InvalidTypeError
 from compressor.export.diagnose import diagnose_failure
-from compressor.quantization.attention import expand_attention
+from compressor.quantization.rewrites import expand_attention, flatten_linear_inputs
 from compressor.utils.modes import record_modes, restore_modes
 
 __all__ = ["as_inputs", "capture"]
@@ -34,13 +34,14 @@ def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
 
 
 def capture(model: nn.Module, example_inputs: Any, training: bool,
-            expand_attention_ops: bool = True) -> GraphModule:
+            expand_attention_ops: bool = True, flatten_linears: bool = True) -> GraphModule:
     """``torch.export`` ``model`` with a dynamic first dimension on every input.
 
     The model is captured in train mode (QAT: batch norm with batch statistics, dropout) or eval
     mode (PTQ); every module's mode is restored afterwards. With ``expand_attention_ops``, fused
     attention (``scaled_dot_product_attention``) is written as the matrix products it computes,
-    so that they can be quantized.
+    so that they can be quantized; with ``flatten_linears``, linear layers on inputs of more
+    than two dimensions multiply a 2-D view (see :mod:`compressor.quantization.rewrites`).
 
     Raises:
         CaptureError: ``torch.export`` failed; the message names the failing op / module and
@@ -68,4 +69,6 @@ def capture(model: nn.Module, example_inputs: Any, training: bool,
     graph = program.module()
     if expand_attention_ops:
         expand_attention(graph)
+    if flatten_linears:
+        flatten_linear_inputs(graph)
     return graph

@@ -12,8 +12,8 @@ from torch import nn
 
 from compressor.export import export_onnx
 from compressor.quantization import convert, prepare_qat, set_observers, set_qat_training
-from compressor.quantization.attention import SDPA_OPS
 from compressor.quantization.capture import capture
+from compressor.quantization.rewrites import SDPA_OPS
 from tests.user_models import TinyGPT
 
 TOKENS, DIM, HEADS = 6, 16, 2
@@ -107,6 +107,7 @@ def test_both_attention_products_run_integer_kernels_and_masks_stay_exact(mask, 
     assert report.parity.top1_agreement == 1.0
     assert report.audit.float_compute == 0, report.audit.float_nodes
     assert report.audit.int8_ops["QLinearMatMul"] == 2 * 2  # q @ k^T and weights @ v, 2 blocks
+    assert report.audit.int8_ops["QGemm"] == 2 * 2 + 1  # linears on tokens run as 2-D QGemm
 
 
 def test_gpt2_style_transposed_linears_and_causal_attention_run_in_int8(tmp_path):
@@ -118,5 +119,5 @@ def test_gpt2_style_transposed_linears_and_causal_attention_run_in_int8(tmp_path
     report = qat_export(GPTLogits(), tokens, tmp_path)
     assert report.accepted and report.parity.passed, report.parity.reason
     assert report.audit.float_compute == 0, report.audit.float_nodes
-    assert report.audit.int8_ops["QLinearMatMul"] == 2 * 2 + 1  # + the bias-free score head
-    assert report.audit.int8_ops["QGemm"] == 4 * 2  # the four addmm projections of each block
+    assert report.audit.int8_ops["QLinearMatMul"] == 2 * 2
+    assert report.audit.int8_ops["QGemm"] == 4 * 2 + 1  # four addmm per block, the score head  # the four addmm projections of each block

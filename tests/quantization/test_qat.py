@@ -73,7 +73,7 @@ def test_every_conv_and_linear_runs_int8_kernels(qat_run):
     audit = report.audit
     layers = len(quantization_info(converted).quantized_layers)
     assert audit.float_compute == 0, audit.float_nodes
-    if name == "vit_tiny":  # attention products are QLinearMatMul, 3-D linears MatMulInteger*
+    if name == "vit_tiny":  # attention products are QLinearMatMul, linears on tokens QGemm
         assert audit.int8_ops["QLinearMatMul"] == 4
         assert audit.int8_compute == layers + 4
     else:

@@ -1,12 +1,20 @@
-"""Attention as explicit matrix products, so that the quantizer can give ONNX Runtime integer
-kernels for ``q @ k^T`` and ``weights @ v``.
+"""Rewrites of a captured graph before annotation, so that ONNX Runtime can run more of it with
+integer kernels; each computes the same values (up to float rounding).
 
+**Attention as explicit matrix products** (:func:`expand_attention`), so that the quantizer can
+give ONNX Runtime integer kernels for ``q @ k^T`` and ``weights @ v``.
 ``torch.nn.functional.scaled_dot_product_attention`` is captured as one fused op: nothing inside
 it can be annotated, and the ONNX exporter expands it with scalings between the inputs and the
 matrix products, which keeps both of them in float. Before annotation, each such node of a
 captured graph is replaced by the reference computation it stands for (the same values up to
 float rounding): matmul, scaling, mask, softmax, dropout, matmul. The new nodes keep the module
 stack of the node they replace, so ``keep_float`` patterns still match them.
+
+**Linear layers on sequences as 2-D products** (:func:`flatten_linear_inputs`): the ONNX
+exporter writes a linear layer on a ``(batch, tokens, features)`` input as ``MatMul`` + ``Add``,
+which ONNX Runtime fuses only into ``MatMulIntegerToFloat`` (a float output, then the bias and
+a new quantization in float). On a ``(batch * tokens, features)`` view it is one ``Gemm``, which
+becomes a ``QGemm`` with its bias and output quantization inside the integer kernel.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import torch
 from torch.fx import GraphModule, Node
 from torch.utils import _pytree
 
-__all__ = ["SDPA_OPS", "expand_attention"]
+__all__ = ["SDPA_OPS", "expand_attention", "flatten_linear_inputs"]
 
 aten = torch.ops.aten
 
@@ -42,6 +50,29 @@ def expand_attention(model: GraphModule) -> int:
     return len(nodes)
 
 
+def flatten_linear_inputs(model: GraphModule) -> int:
+    """View the input of every linear layer with more than two dimensions as a matrix, and its
+    output back, in ``model``'s graph in place; return how many layers."""
+    nodes = [node for node in model.graph.nodes if node.op == "call_function"
+             and node.target is aten.linear.default and node.args[0].meta["val"].dim() > 2]
+    for node in nodes:
+        activation, *rest = node.args
+        emit = _Emitter(model, node)
+        with model.graph.inserting_before(node):
+            leading = [size if isinstance(size, int) else emit(aten.sym_size.int, activation, dim)
+                       for dim, size in enumerate(activation.meta["val"].shape[:-1])]
+            features = activation.meta["val"].shape[-1]
+            flat = emit(aten.linear.default,
+                        emit(aten.view.default, activation, [-1, features]), *rest)
+            output = emit(aten.view.default, flat, [*leading, node.meta["val"].shape[-1]])
+        node.replace_all_uses_with(output)
+        model.graph.erase_node(node)
+    if nodes:
+        model.graph.lint()
+        model.recompile()
+    return len(nodes)
+
+
 def _arguments(node: Node) -> dict[str, Any]:
     values = dict(zip(_PARAMETERS, node.args))
     values.update(node.kwargs)
@@ -56,9 +87,9 @@ class _Emitter:
         self.meta = {key: source.meta[key] for key in _META_KEYS if key in source.meta}
 
     def __call__(self, target: Any, *args: Any) -> Node:
-        node = self.graph.call_function(target, args)
+        node = self.graph.call_function(target, tuple(args))
         node.meta.update(self.meta)
-        fake_args = _pytree.tree_map_only(Node, lambda n: n.meta["val"], args)
+        fake_args = _pytree.tree_map_only(Node, lambda n: n.meta["val"], tuple(args))
         node.meta["val"] = target(*fake_args)
         return node
 
