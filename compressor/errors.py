@@ -8,7 +8,7 @@ valid values and a hint. They subclass the matching built-in exception (``ValueE
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "CompressorError",
@@ -20,6 +20,7 @@ __all__ = [
     "CaptureError",
     "ExportError",
     "ParityError",
+    "NonFiniteError",
     "closest_names",
 ]
 
@@ -79,6 +80,54 @@ class ExportError(CompressorError, RuntimeError):
 
 class ParityError(ExportError):
     """The exported ONNX model's outputs do not match the PyTorch model's."""
+
+
+class NonFiniteError(CompressorError, FloatingPointError):
+    """A number that training depends on (the loss, a teacher output, a quantization range, a
+    weight) became NaN or infinite.
+
+    The message names what became non-finite, the global step and the compression phases active
+    at that step (when known), where the first non-finite value appears (``where``, e.g. the
+    first module whose output is non-finite when the batch is run again) and a hint.
+
+    Attributes:
+        what: What became non-finite, e.g. ``"the training loss"``.
+        step: The global (optimizer) step, if known.
+        phases: The compression phases active at that step (``"pruning"``, ``"QAT"``,
+            ``"distillation"``); empty if none or unknown.
+        where: A sentence locating the first non-finite value.
+        hint: What to try.
+        module: The module path the value was traced to (``None`` if not found).
+    """
+
+    def __init__(self, what: str, *, where: str = "", hint: str = "", step: int | None = None,
+                 phases: Sequence[str] | None = None, module: str | None = None) -> None:
+        self.what, self.where, self.hint, self.module = what, where, hint, module
+        self.step = step
+        self.phases: tuple[str, ...] | None = tuple(phases) if phases is not None else None
+        super().__init__(self._message())
+
+    def locate(self, step: int, phases: Sequence[str]) -> NonFiniteError:
+        """Add the global step and the active phases (known to the training loop, not to the
+        library code that detected the problem); returns ``self``, to be re-raised."""
+        self.step, self.phases = step, tuple(phases)
+        self.args = (self._message(),)
+        return self
+
+    def _message(self) -> str:
+        when = []
+        if self.step is not None:
+            when.append(f"at global step {self.step}")
+        if self.phases is not None:
+            when.append(f"during {' + '.join(self.phases)}" if self.phases
+                        else "before any compression phase started")
+        text = f"{self.what[:1].upper()}{self.what[1:]} became non-finite (NaN or Inf)"
+        text += (" " + ", ".join(when) if when else "") + "."
+        if self.where:
+            text += f" {self.where}"
+        if self.hint:
+            text += f" Hint: {self.hint}"
+        return text
 
 
 def closest_names(value: str, candidates: Iterable[str], n: int = 3) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch import Tensor, nn
 
+from compressor.callbacks._finite import check_loss, locate, stop_watching, watch_inputs
 from compressor.callbacks._student import find_student_path, get_student, pristine_student
 from compressor.distillation import (
     DistillationConfig,
@@ -29,7 +30,13 @@ from compressor.distillation import (
     resolve_layers,
     snapshot,
 )
-from compressor.errors import CompositionError, ConfigError, InvalidTypeError, closest_names
+from compressor.errors import (
+    CompositionError,
+    ConfigError,
+    InvalidTypeError,
+    NonFiniteError,
+    closest_names,
+)
 
 __all__ = ["Distillation"]
 
@@ -44,6 +51,13 @@ class Distillation(pl.Callback):
     :class:`~compressor.distillation.DistillationConfig`). Logged: ``distill/task_loss``,
     ``distill/kd_loss`` and, when configured, ``distill/feature_loss``,
     ``distill/attention_loss`` and ``distill/<custom>``.
+
+    Non-finite numbers: if the teacher's output or the training loss becomes NaN or Inf, the
+    fit stops with a :class:`~compressor.errors.NonFiniteError` naming the global step, the
+    active compression phases, what became non-finite (``"the teacher output"`` or the loss),
+    the first module of the teacher (or student) whose output is non-finite on that batch (its
+    forward is run again, only then) and a hint. The checks cost one ``isfinite`` per tensor
+    of the teacher's output and one of the loss per step.
 
     Args:
         teacher: An ``nn.Module``; ``"self"``, a frozen copy of the student taken in ``setup()``
@@ -103,6 +117,12 @@ class Distillation(pl.Callback):
         self._pending_state: dict[str, Any] | None = None
         self._teacher_restored = False
         self._restore_step: Callable[[], None] | None = None
+        self._path = ""
+
+    @property
+    def compression_phase(self) -> str | None:
+        """``"distillation"`` while the training step is wrapped (during ``fit``), else None."""
+        return "distillation" if self._restore_step is not None else None
 
     @property
     def state_key(self) -> str:
@@ -121,7 +141,7 @@ class Distillation(pl.Callback):
                 f"{type(pl_module).__name__} uses manual optimization (its returned loss is not "
                 "back-propagated). Use automatic optimization, or compute the loss with "
                 "compressor.distillation.Distiller inside your training_step.")
-        path = find_student_path(pl_module, self.student_path)
+        path = self._path = find_student_path(pl_module, self.student_path)
         # Another callback may already have changed the student in its setup (e.g. QAT
         # preparation); the teacher is built from the student as it was before that.
         original = pristine_student(pl_module, path)
@@ -139,6 +159,18 @@ class Distillation(pl.Callback):
             self._refresh_self_teacher(trainer, pl_module)
         self._sync_optimizer()
 
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        watch_inputs(pl_module, self, lambda: get_student(pl_module, self._path))
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           loss: Tensor) -> None:
+        check_loss(trainer, pl_module, loss, get_student(pl_module, self._path))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        stop_watching(pl_module)
+
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Any) -> None:
         # Adapters are outside the DDP-wrapped module: average their gradients like DDP does.
@@ -150,10 +182,12 @@ class Distillation(pl.Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
+            stop_watching(pl_module, self)
             self._release()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
+        stop_watching(pl_module, self)
         self._release()  # Lightning skips teardown() when fit fails
 
     def _release(self) -> None:
@@ -276,7 +310,10 @@ class Distillation(pl.Callback):
         if task_loss is None:  # the user's step skipped this batch
             self.distiller.discard()
             return output
-        loss = self.distiller(task_loss, create_adapters=True)
+        try:
+            loss = self.distiller(task_loss, create_adapters=True)
+        except NonFiniteError as error:  # e.g. the teacher output: add the step and phases
+            raise locate(error, pl_module.trainer) from None
         self._sync_optimizer()
         distributed = pl_module.trainer.world_size > 1
         for name, value in self.distiller.last_terms.items():

@@ -17,6 +17,7 @@ import torch
 
 from compressor._validation import check_int
 from compressor.callbacks._checkpoint import COMPACTION_PRIORITY, add_load_hook, remove_load_hook
+from compressor.callbacks._finite import check_loss, stop_watching, watching_inputs
 from compressor.callbacks._inputs import example_inputs, train_loader
 from compressor.callbacks._strategy import rewrap_distributed
 from compressor.callbacks._student import find_student_path, get_student, pristine_student
@@ -46,6 +47,11 @@ class Pruning(pl.Callback):
     With ``granularity`` ``channel``, ``head`` or ``block`` and ``compact=True`` the pruned
     channels, heads or blocks are removed physically at the end of ``end_epoch`` (or right after
     the update at ``end_step``): later epochs train the smaller model.
+
+    Non-finite numbers: if the training loss becomes NaN or Inf, the fit stops with a
+    :class:`~compressor.errors.NonFiniteError` naming the global step, the active compression
+    phases, the first module of the student whose output is non-finite on that batch (its
+    forward is run again, only then) and a hint. The check costs one ``isfinite`` per step.
 
     Args:
         granularity: ``unstructured``, ``n:m``, ``channel``, ``head`` or ``block``.
@@ -121,6 +127,12 @@ class Pruning(pl.Callback):
                                         start=self.schedule.start, end=self.schedule.end)
 
     @property
+    def compression_phase(self) -> str | None:
+        """``"pruning"`` while masks are applied and enforced (until compaction), else None."""
+        return "pruning" if self.pruner is not None and not self.compacted \
+            and self.last_event >= 0 else None
+
+    @property
     def end_epoch(self) -> int | None:
         """The epoch at whose end the model is compacted (epoch schedules)."""
         return self.schedule.end if self.unit == "epoch" else None
@@ -179,12 +191,22 @@ class Pruning(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
-        self._attach_if_swapped(trainer, pl_module)
-        if self.unit == "step":
-            self._maybe_update(trainer, pl_module, trainer.global_step)
-            if self.compact and not self.compacted and trainer.global_step >= self.schedule.end \
-                    and self.last_event >= self.schedule.end:
-                self._compact(trainer, pl_module)
+        with watching_inputs(pl_module, self, lambda: get_student(pl_module, self._path)):
+            self._attach_if_swapped(trainer, pl_module)
+            if self.unit == "step":
+                self._maybe_update(trainer, pl_module, trainer.global_step)
+                if self.compact and not self.compacted \
+                        and trainer.global_step >= self.schedule.end \
+                        and self.last_event >= self.schedule.end:
+                    self._compact(trainer, pl_module)
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           loss: torch.Tensor) -> None:
+        check_loss(trainer, pl_module, loss, get_student(pl_module, self._path))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        stop_watching(pl_module)
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
@@ -202,8 +224,13 @@ class Pruning(pl.Callback):
         if stage != "fit":
             return
         remove_load_hook(pl_module, self)
+        stop_watching(pl_module, self)
         if self.pruner is not None:
             self.pruner.detach()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        stop_watching(pl_module, self)  # Lightning skips teardown() when fit fails
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

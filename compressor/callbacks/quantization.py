@@ -13,9 +13,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from compressor._validation import check_int
 from compressor.callbacks._checkpoint import QUANTIZATION_PRIORITY, add_load_hook, remove_load_hook
+from compressor.callbacks._finite import (
+    check_loss,
+    check_parameters,
+    check_quantization_ranges,
+    stop_watching,
+    watching_inputs,
+)
 from compressor.callbacks._inputs import example_inputs
 from compressor.callbacks._strategy import rewrap_distributed
 from compressor.callbacks._student import (
@@ -45,6 +53,16 @@ class QuantizationAwareTraining(pl.Callback):
 
     Give the schedule in epochs or in optimizer steps (not both). Epoch events happen at the
     start of the epoch; step events before the step.
+
+    Non-finite numbers: if the training loss, a quantization range recorded by an observer or
+    (before a step's forward) a weight becomes NaN or Inf, the fit stops with a
+    :class:`~compressor.errors.NonFiniteError` — not an assertion from inside an observer —
+    naming the global step, the active compression phases, what became non-finite, the first
+    graph node whose output is non-finite on that batch with the module it comes from (found by
+    running the prepared graph again, only then) and a hint (``keep_float`` among others). Per
+    step this costs one ``isfinite`` of the loss, a few tensor operations over the observers'
+    ranges (while they are not frozen) and one min/max pass per parameter (a few milliseconds
+    for ResNet-18 on one CPU thread).
 
     Args:
         start_epoch: Epoch whose start prepares the model for QAT (default 0: prepared in
@@ -111,6 +129,11 @@ class QuantizationAwareTraining(pl.Callback):
     def state_key(self) -> str:
         return self._generate_state_key(unit=self.unit, start=self.start)
 
+    @property
+    def compression_phase(self) -> str | None:
+        """``"QAT"`` from the preparation until the int8 conversion, else None."""
+        return "QAT" if self.prepared and not self.converted else None
+
     # -------------------------------------------------------------- lifecycle
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -170,15 +193,27 @@ class QuantizationAwareTraining(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
-        if self.unit == "step":
-            self._on_time(trainer, pl_module, trainer.global_step)
-        if self.prepared and not self.converted:
-            # Lightning sets `.training` flags directly; switch the exported graph explicitly.
-            set_qat_training(get_student(pl_module, self._path), True)
+        with watching_inputs(pl_module, self, lambda: get_student(pl_module, self._path)):
+            if self.unit == "step":
+                self._on_time(trainer, pl_module, trainer.global_step)
+            if self.prepared and not self.converted:
+                student = get_student(pl_module, self._path)
+                # Lightning sets `.training` flags directly; switch the exported graph explicitly.
+                set_qat_training(student, True)
+                # A NaN weight would make its observer fail inside the forward.
+                check_parameters(trainer, student)
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           loss: torch.Tensor) -> None:
+        student = get_student(pl_module, self._path)
+        check_loss(trainer, pl_module, loss, student)
+        if self.prepared and not self.converted and not self.observers_frozen:
+            check_quantization_ranges(trainer, pl_module, student)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         self._observed = self._observed or self.prepared
+        stop_watching(pl_module)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.prepared and not self.converted:
@@ -222,6 +257,11 @@ class QuantizationAwareTraining(pl.Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             remove_load_hook(pl_module, self)
+            stop_watching(pl_module, self)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        stop_watching(pl_module, self)  # Lightning skips teardown() when fit fails
 
     # ---------------------------------------------------------------- events
     def _on_time(self, trainer: pl.Trainer, pl_module: pl.LightningModule, now: int) -> None:

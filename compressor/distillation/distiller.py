@@ -41,7 +41,8 @@ from compressor.distillation.teacher import (
     try_channels_last,
     unfreeze,
 )
-from compressor.errors import ConfigError, InvalidTypeError
+from compressor.errors import ConfigError, InvalidTypeError, NonFiniteError
+from compressor.utils.finite import all_finite, find_non_finite
 from compressor.utils.modes import record_modes, restore_modes
 
 __all__ = ["Distiller"]
@@ -119,6 +120,8 @@ class Distiller:
         Raises:
             ConfigError: shapes are incompatible, the student ran more or less than once, a
                 layer did not run, or an adapter is missing.
+            NonFiniteError: the teacher's output is NaN/Inf; the message names the teacher's
+                first module whose output is non-finite on these inputs.
         """
         try:
             return self._combined_loss(task_loss, student_output, inputs, create_adapters)
@@ -168,14 +171,29 @@ class Distiller:
                           "teacher_precision=\"auto\" to pick bf16 only where it is fast.",
                           stacklevel=3)
         with torch.no_grad(), teacher_autocast(precision, device):
+            teacher_args = channels_last_inputs(args) if self._channels_last else args
             with self._teacher.armed():
-                output = self.teacher(*(channels_last_inputs(args) if self._channels_last
-                                        else args), **kwargs)
+                output = self.teacher(*teacher_args, **kwargs)
+            if not all_finite(output):  # one isfinite per output tensor
+                raise self._non_finite_teacher(teacher_args, kwargs)
             if self._channels_last is None:  # one trial forward, at the first step only
                 self._channels_last = try_channels_last(self.teacher, args, kwargs, output)
         self._teacher.check_complete("for one batch")
         self._teacher.features = to_float32(self._teacher.features)
         return to_float32(output)
+
+    def _non_finite_teacher(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NonFiniteError:
+        """The error for a non-finite teacher output, locating its first non-finite module
+        (the teacher runs again on the same inputs, under the same autocast)."""
+        source = find_non_finite(self.teacher, args, kwargs)
+        where = (source.describe("teacher") if source is not None else
+                 "Running the teacher on this batch again gives finite outputs (randomness?).")
+        hint = ("the teacher is frozen, so training did not cause this: check the teacher's "
+                "weights (e.g. a checkpoint saved after a run diverged) and this batch's inputs")
+        if self.config.teacher_precision is not TeacherPrecision.FP32:
+            hint += "; the teacher ran under bfloat16 autocast: also try teacher_precision=\"fp32\""
+        return NonFiniteError("the teacher output", where=where, hint=hint + ".",
+                              module=None if source is None else source.module)
 
     def _follow_device(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.device:
         """Move teacher and adapters to the device of the student's inputs; return it."""

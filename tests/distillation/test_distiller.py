@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from compressor.distillation import DistillationConfig, Distiller
-from compressor.errors import ConfigError, InvalidTypeError, UnknownNameError
+from compressor.errors import ConfigError, InvalidTypeError, NonFiniteError, UnknownNameError
 from tests.distillation.nets import TinyConvNet, make_batches, reference_loss
 
 
@@ -213,3 +213,20 @@ def test_bf16_teacher_without_native_support_warns(monkeypatch):
 def test_unknown_teacher_precision_is_rejected():
     with pytest.raises(UnknownNameError, match="teacher_precision.*bf16"):
         DistillationConfig(teacher_precision="fp16")
+
+
+def test_non_finite_teacher_output_names_the_teachers_first_non_finite_module():
+    teacher = TinyConvNet()
+    with torch.no_grad():
+        teacher.head.weight[0, 0] = float("nan")
+    student = TinyConvNet()
+    distiller = Distiller(teacher, student)
+    inputs, labels = make_batches(1)[0]
+    with distiller.capture():
+        logits = student(inputs)
+    with pytest.raises(NonFiniteError, match=r"^The teacher output became non-finite \(NaN or "
+                                             r"Inf\)\. First module of the teacher with a "
+                                             r"non-finite output: 'head' \(Linear\); its own "
+                                             r"'weight' already non-finite\."):
+        distiller(F.cross_entropy(logits, labels))
+    assert not teacher.training  # the search ran in the teacher's (eval) mode
