@@ -48,7 +48,6 @@ __all__ = ["PHASES", "active_phases", "watching_inputs", "watch_inputs", "stop_w
 #: The compression phases, in the order messages list them.
 PHASES = ("pruning", "QAT", "distillation")
 
-_WATCH = "_compressor_finite_watch"
 _MAX_LISTED = 3
 
 
@@ -115,12 +114,12 @@ class _Watch:
         return record.args, record.kwargs
 
 
+# Per LightningModule, kept here rather than on the user's object; gone with the module.
+_WATCHES: weakref.WeakKeyDictionary[pl.LightningModule, _Watch] = weakref.WeakKeyDictionary()
+
+
 def _watch(pl_module: pl.LightningModule) -> _Watch:
-    watch = vars(pl_module).get(_WATCH)
-    if watch is None:
-        watch = _Watch()
-        vars(pl_module)[_WATCH] = watch
-    return watch
+    return _WATCHES.setdefault(pl_module, _Watch())
 
 
 @contextlib.contextmanager
@@ -146,7 +145,7 @@ def watch_inputs(pl_module: pl.LightningModule, owner: object,
 def stop_watching(pl_module: pl.LightningModule, owner: object | None = None) -> None:
     """Remove the input hooks (end of a batch); with ``owner`` (teardown), also forget that
     callback's student, and the whole state once no callback is left."""
-    watch = vars(pl_module).get(_WATCH)
+    watch = _WATCHES.get(pl_module)
     if watch is None:
         return
     watch.disarm()
@@ -154,7 +153,7 @@ def stop_watching(pl_module: pl.LightningModule, owner: object | None = None) ->
     if owner is not None:
         watch.resolvers.pop(id(owner), None)
         if not watch.resolvers:
-            vars(pl_module).pop(_WATCH, None)
+            _WATCHES.pop(pl_module, None)
 
 
 # ---------------------------------------------------------------------------- checks

@@ -40,6 +40,7 @@ from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
 from compressor.quantization.config import FIRST_LAYER, LAST_LAYER, QuantizationConfig
 from compressor.quantization.specs import SchemeSpecs, bias_spec, build_specs
+from compressor.utils.modules import innermost_module_path
 
 __all__ = ["OrtQuantizer", "node_module", "quantized_layers"]
 
@@ -67,11 +68,7 @@ _SHARED = {aten.max_pool2d.default, aten.flatten.using_ints, aten.reshape.defaul
 
 def node_module(node: Node) -> str | None:
     """Dotted path of the innermost module that produced ``node`` (``""``: the root)."""
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return None
-    path = str(list(stack.values())[-1][0])
-    return path.removeprefix("L['self'].")
+    return innermost_module_path(node)
 
 
 def _module_paths(node: Node) -> list[str]:

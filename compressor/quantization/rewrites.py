@@ -20,6 +20,7 @@ becomes a ``QGemm`` with its bias and output quantization inside the integer ker
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,34 +38,34 @@ _META_KEYS = ("nn_module_stack", "stack_trace", "source_fn_stack")
 
 def expand_attention(model: GraphModule) -> int:
     """Replace every fused attention node of ``model``'s graph in place; return how many."""
-    nodes = [node for node in model.graph.nodes
-             if node.op == "call_function" and node.target in SDPA_OPS]
-    for node in nodes:
-        with model.graph.inserting_before(node):
-            output = _Emitter(model, node).attention(**_arguments(node))
-        node.replace_all_uses_with(output)
-        model.graph.erase_node(node)
-    if nodes:
-        model.graph.lint()
-        model.recompile()
-    return len(nodes)
+    return _rewrite(model, lambda node: node.target in SDPA_OPS,
+                    lambda emit, node: emit.attention(**_arguments(node)))
 
 
 def flatten_linear_inputs(model: GraphModule) -> int:
     """View the input of every linear layer with more than two dimensions as a matrix, and its
     output back, in ``model``'s graph in place; return how many layers."""
-    nodes = [node for node in model.graph.nodes if node.op == "call_function"
-             and node.target is aten.linear.default and node.args[0].meta["val"].dim() > 2]
+    return _rewrite(model, lambda node: node.target is aten.linear.default
+                    and node.args[0].meta["val"].dim() > 2, _flat_linear)
+
+
+def _flat_linear(emit: _Emitter, node: Node) -> Node:
+    activation, *rest = node.args
+    shape = activation.meta["val"].shape
+    leading = [size if isinstance(size, int) else emit(aten.sym_size.int, activation, dim)
+               for dim, size in enumerate(shape[:-1])]
+    flat = emit(aten.linear.default, emit(aten.view.default, activation, [-1, shape[-1]]), *rest)
+    return emit(aten.view.default, flat, [*leading, node.meta["val"].shape[-1]])
+
+
+def _rewrite(model: GraphModule, selects: Callable[[Node], bool],
+             build: Callable[[_Emitter, Node], Node]) -> int:
+    """Replace each ``call_function`` node that ``selects`` accepts by the nodes ``build``
+    inserts before it (returning the replacement output); recompile; return how many."""
+    nodes = [node for node in model.graph.nodes if node.op == "call_function" and selects(node)]
     for node in nodes:
-        activation, *rest = node.args
-        emit = _Emitter(model, node)
         with model.graph.inserting_before(node):
-            leading = [size if isinstance(size, int) else emit(aten.sym_size.int, activation, dim)
-                       for dim, size in enumerate(activation.meta["val"].shape[:-1])]
-            features = activation.meta["val"].shape[-1]
-            flat = emit(aten.linear.default,
-                        emit(aten.view.default, activation, [-1, features]), *rest)
-            output = emit(aten.view.default, flat, [*leading, node.meta["val"].shape[-1]])
+            output = build(_Emitter(model, node), node)
         node.replace_all_uses_with(output)
         model.graph.erase_node(node)
     if nodes:

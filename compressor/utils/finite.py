@@ -27,6 +27,7 @@ from torch import Tensor, fx, nn
 from torch.utils import _pytree
 
 from compressor.utils.modes import record_modes, restore_modes
+from compressor.utils.modules import innermost_module_path
 
 __all__ = ["NonFiniteSource", "all_finite", "find_non_finite", "non_finite_ranges",
            "non_finite_parameters", "describe_submodule", "submodule_owner", "node_module"]
@@ -350,14 +351,7 @@ def _operation(root: nn.Module, node: fx.Node) -> str:
 
 def _stack_path(node: fx.Node) -> str | None:
     """The innermost named module in a node's ``nn_module_stack``."""
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return None
-    for entry in reversed(list(stack.values())):
-        path = entry[0] if isinstance(entry, tuple) else entry
-        if isinstance(path, str) and path:
-            return path
-    return None
+    return innermost_module_path(node) or None
 
 
 def node_module(root: nn.Module, node: fx.Node) -> str | None:

@@ -1,12 +1,15 @@
-"""Looking up and replacing submodules by dotted attribute path."""
+"""Looking up and replacing submodules by dotted attribute path; the module a captured graph
+node came from."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from torch import nn
 
 from compressor.errors import UnknownNameError
 
-__all__ = ["get_submodule", "set_submodule", "count_parameters"]
+__all__ = ["get_submodule", "set_submodule", "count_parameters", "innermost_module_path"]
 
 
 def get_submodule(root: nn.Module, path: str) -> nn.Module:
@@ -35,3 +38,12 @@ def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements (shared parameters counted once)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def innermost_module_path(node: Any) -> str | None:
+    """Dotted path of the innermost module that ran a ``torch.export`` / ``torch.fx`` graph node,
+    from its ``nn_module_stack`` (``""``: the root; ``None``: not recorded)."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    return str(list(stack.values())[-1][0]).removeprefix("L['self'].")

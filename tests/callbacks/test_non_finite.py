@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from compressor.callbacks import Distillation, Pruning, QuantizationAwareTraining
-from compressor.callbacks._finite import _WATCH
+from compressor.callbacks._finite import _WATCHES
 from compressor.errors import CompressorError, NonFiniteError
 from compressor.models import create_model
 from tests.distillation.nets import make_batches
@@ -73,7 +73,7 @@ def resnet():
 
 
 def assert_cleaned_up(module: pl.LightningModule) -> None:
-    assert _WATCH not in vars(module)
+    assert module not in _WATCHES
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in module.modules())
 
 
