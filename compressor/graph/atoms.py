@@ -9,11 +9,15 @@ the reason why.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Slot", "AtomSpace", "UnionFind"]
+__all__ = ["Slot", "AtomSpace", "UnionFind", "ChannelSelection"]
+
+#: Channels to remove: group index -> channel indices of that group.
+ChannelSelection = Mapping[int, Iterable[int]]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,16 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from compressor.graph.atoms import Slot
+from compressor.graph.atoms import ChannelSelection, Slot
 from compressor.graph.handlers import handler_for
 from compressor.graph.labels import canonical
 from compressor.graph.propagate import OUTPUT_REASON, NormUse, Propagation, SizeAttribute, propagate
 from compressor.graph.rules.common import size_attributes
+from compressor.graph.surgery import trial_difference
 from compressor.graph.trace import as_args, trace_model
 
 __all__ = ["Channel", "ChannelGroup", "Exclusion", "DependencyGraph", "ChannelSelection"]
 
-ChannelSelection = Mapping[int, Iterable[int]]
 
 
 @dataclass(frozen=True)
@@ -284,8 +283,6 @@ class DependencyGraph:
     def _validate(self, model: nn.Module) -> None:
         """Remove one channel of every group on copies of the model and compare the outputs
         with the masked model; exclude groups whose removal is not exact."""
-        from compressor.graph.compact import trial_difference
-
         candidates = [g for g in self.groups if len(g) > 1]
         if not candidates:
             return

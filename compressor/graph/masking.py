@@ -8,13 +8,16 @@ while channels are masked, :class:`MaskedNorms` recomputes them over the kept ch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compressor.graph.dependency import ChannelSelection, DependencyGraph
+from compressor.graph.atoms import ChannelSelection
+
+if TYPE_CHECKING:
+    from compressor.graph.dependency import DependencyGraph
 
 __all__ = ["MaskedNorms", "apply_masks"]
 

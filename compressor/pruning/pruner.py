@@ -27,9 +27,9 @@ from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.graph.blocks import ResidualBlock, find_residual_blocks
-from compressor.graph.compact import CompactionResult, CompactionStep, _record, compact_selection
 from compressor.graph.dependency import ChannelGroup, DependencyGraph
 from compressor.graph.masking import MaskedNorms
+from compressor.graph.surgery import CompactionResult, CompactionStep, apply_step, compact_selection
 from compressor.pruning.allocation import (
     check_patterns,
     matching,
@@ -413,15 +413,8 @@ class Pruner:
         return result
 
     def _compact_blocks(self) -> CompactionResult:
-        from compressor.utils.modules import set_submodule
-
         paths = [b.path for b, r in zip(self.blocks, self.removed["blocks"].tolist()) if r]
-        for path in paths:
-            set_submodule(self.model, path, nn.Identity())
-        step = CompactionStep(identity=paths)
-        _record(self.model, step)
-        refresh_mode_state(self.model)
-        return CompactionResult(self.model, step, {})
+        return apply_step(self.model, CompactionStep(identity=paths))
 
     # ------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
