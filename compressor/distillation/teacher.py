@@ -9,7 +9,6 @@ import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 from torch.utils import _pytree
 
 from compressor.errors import ConfigError
+from compressor.utils.io import load_checkpoint
 from compressor.utils.modes import ModuleModes, record_modes, restore_modes
 
 __all__ = ["FrozenState", "freeze", "unfreeze", "keep_eval", "snapshot", "check_separate",
@@ -209,10 +209,7 @@ def load_teacher_weights(teacher: nn.Module, path: str | os.PathLike[str],
     Raises:
         ConfigError: the file is missing, holds no state dict, or its weights do not fit.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Teacher checkpoint {path} does not exist.")
-    payload: Any = torch.load(path, map_location="cpu", weights_only=False)
+    payload: Any = load_checkpoint(path, "Teacher checkpoint")
     state = payload.get("state_dict", payload) if isinstance(payload, Mapping) else None
     if not isinstance(state, Mapping):
         raise ConfigError(f"{path} holds neither a Lightning checkpoint nor a state dict.")

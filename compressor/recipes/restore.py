@@ -13,6 +13,7 @@ from compressor.graph.compact import replay_history
 from compressor.models.registry import create_model
 from compressor.recipes.loader import recipe_from_dict
 from compressor.recipes.schema import Recipe
+from compressor.utils.io import load_checkpoint
 
 __all__ = ["RestoredModel", "restore_model", "run_info", "RUN_INFO_KEY"]
 
@@ -68,10 +69,7 @@ def restore_model(path: str | Path) -> RestoredModel:
     Compactions are replayed first; a checkpoint taken during QAT is prepared again, loaded and
     converted, so the result is the int8 model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Checkpoint {path} does not exist.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path)
     info = run_info(checkpoint)
     recipe = recipe_from_dict(info["recipe"], source=f"embedded in {path}")
     input_shape = tuple(int(d) for d in info["input_shape"])

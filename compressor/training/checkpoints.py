@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from compressor.errors import ConfigError
+from compressor.utils.io import load_checkpoint
 
 __all__ = ["load_weights"]
 
@@ -19,10 +19,7 @@ def load_weights(model: nn.Module, path: str | Path, prefix: str = "model.") -> 
     Raises:
         ConfigError: the file does not exist or its weights do not fit the model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Checkpoint {path} does not exist.")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = load_checkpoint(path)
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
     if not isinstance(state, dict):
         raise ConfigError(f"{path} holds neither a Lightning checkpoint nor a state dict.")

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
+           "load_checkpoint"]
 
 
 @contextlib.contextmanager
@@ -24,6 +25,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(handle)
+    os.chmod(temporary, _file_mode(path))
     try:
         yield Path(temporary)
         os.replace(temporary, path)
@@ -51,3 +53,45 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     with atomic_write(path) as temporary:
         torch.save(obj, temporary)
     return Path(path)
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions a file written at ``path`` should get: those of the file it replaces, or
+    what the process's umask gives a new file (``mkstemp`` alone would give 0600)."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def load_checkpoint(path: str | Path, what: str = "Checkpoint") -> Any:
+    """Read a file written by ``torch.save`` without running code from it (``weights_only``).
+
+    Args:
+        path: The file.
+        what: How error messages name the file (``"Teacher checkpoint"``, ...).
+
+    Raises:
+        ConfigError: the file does not exist, or it holds Python objects other than tensors,
+            numbers, strings and plain containers.
+    """
+    import pickle
+
+    import torch
+
+    from compressor.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ConfigError(
+            f"{what} {path} holds Python objects other than tensors and plain containers, and "
+            "compressor never runs code from a file it opens (torch.load(weights_only=True)): "
+            f"{first_line} Save only weights and plain data, e.g. "
+            "torch.save(model.state_dict(), path), or a checkpoint written by compressor."
+        ) from None
