@@ -14,6 +14,13 @@ from compressor.errors import CompressorError
 
 __all__ = ["main", "build_parser"]
 
+# Static name tables, so that `--help`, `recipes` and `models` answer without importing torch,
+# Lightning or torchao. They must equal compressor.models.list_models() and
+# compressor.data.list_datamodules(); tests/test_cli_imports.py checks that they do.
+_MODEL_NAMES = ("mlp", "mobilenetv2", "resnet110", "resnet18", "resnet20", "resnet50", "resnet56",
+                "resnet8", "vit_tiny")
+_DATA_NAMES = ("digits", "fashion-mnist", "synthetic")
+
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
@@ -48,9 +55,6 @@ def _override(text: str) -> tuple[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``compressor`` command."""
-    from compressor.data.datamodules import list_datamodules
-    from compressor.models.registry import list_models
-
     parser = argparse.ArgumentParser(
         prog="compressor",
         description="Prune, quantize (int8 QAT) and distill PyTorch models in one Lightning "
@@ -69,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a dense baseline model",
                                 description="Train a reference model on a data set (no compression).")
-    train.add_argument("--model", default="resnet20", choices=list_models(), metavar="MODEL",
-                       help=f"reference model, one of: {', '.join(list_models())}")
-    train.add_argument("--data", default="fashion-mnist", choices=list_datamodules(),
-                       metavar="DATA", help=f"data set, one of: {', '.join(list_datamodules())}")
+    train.add_argument("--model", default="resnet20", choices=_MODEL_NAMES, metavar="MODEL",
+                       help=f"reference model, one of: {', '.join(_MODEL_NAMES)}")
+    train.add_argument("--data", default="fashion-mnist", choices=_DATA_NAMES,
+                       metavar="DATA", help=f"data set, one of: {', '.join(_DATA_NAMES)}")
     train.add_argument("--epochs", type=_int_at_least(1), default=10, help="training epochs (>= 1)")
     train.add_argument("--batch-size", type=_int_at_least(1), default=128, help="batch size (>= 1)")
     train.add_argument("--lr", type=_positive_float, default=0.1, help="peak learning rate (> 0)")
@@ -168,11 +172,8 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from compressor.data.datamodules import list_datamodules
-    from compressor.models.registry import list_models
-
-    print("models:    " + ", ".join(list_models()))
-    print("data sets: " + ", ".join(list_datamodules()))
+    print("models:    " + ", ".join(_MODEL_NAMES))
+    print("data sets: " + ", ".join(_DATA_NAMES))
     return 0
 
 
@@ -238,7 +239,12 @@ def _quiet_third_party_chatter() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``compressor`` command; returns the exit code."""
+    """Entry point of the ``compressor`` command; returns the exit code.
+
+    Process-wide settings (environment variables, warning filters, log levels) belong here and
+    nowhere in the library: the command skips torchao's compiled kernels (an explicit user
+    setting wins), a program that imports the library keeps them.
+    """
     os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
     args = build_parser().parse_args(argv)
     _quiet_third_party_chatter()

@@ -3,13 +3,10 @@
 :class:`OrtQuantizer` (int8 symmetric per-channel weights, uint8 per-tensor activations, every
 conv/linear output quantized on its own). torchao is imported only when a model is prepared."""
 
-import os
 from typing import Any
 
-# torchao tries to load CUDA kernels at import and prints a warning per library on CPU-only
-# machines; skipping them changes nothing on CPU. An explicit user setting wins.
-os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
-
+# No process-wide settings here: torchao's compiled (CUDA) kernels stay enabled for library users.
+# The ``compressor`` command sets TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1 in its entry point.
 from compressor.quantization.calibrate import calibrate
 from compressor.quantization.config import ActivationObserver, QuantizationConfig
 from compressor.quantization.controls import (

@@ -5,13 +5,14 @@ from __future__ import annotations
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
 
 from compressor.errors import ConfigError, UnknownNameError
-from compressor.recipes.schema import Recipe, format_validation_error
+
+if TYPE_CHECKING:  # the schema imports the callbacks (Lightning): only validation needs it
+    from compressor.recipes.schema import Recipe
 
 __all__ = ["builtin_recipes", "load_recipe", "recipe_from_dict"]
 
@@ -83,6 +84,10 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
 
 def recipe_from_dict(data: dict[str, Any], source: str = "(dict)") -> Recipe:
     """Validate a recipe given as a plain dictionary."""
+    from pydantic import ValidationError
+
+    from compressor.recipes.schema import Recipe, format_validation_error
+
     try:
         return Recipe.model_validate(data)
     except ValidationError as error:
