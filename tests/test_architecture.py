@@ -5,6 +5,8 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import compressor
 
 LIGHTNING_FREE = ["errors", "_validation", "utils", "models", "graph", "pruning", "quantization",
@@ -22,6 +24,7 @@ def lightning_free_modules() -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_library_packages_do_not_import_lightning():
     modules = lightning_free_modules()
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) +

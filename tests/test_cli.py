@@ -46,6 +46,7 @@ def test_recipes_lists_builtins(capsys):
     assert "fashion-mnist-baseline" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_and_metrics(tmp_path):
     """The console script end to end on the tiny digits data."""
     out = tmp_path / "run"

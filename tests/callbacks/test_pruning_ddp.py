@@ -46,6 +46,7 @@ trainer.fit(module, datamodule=DigitsDataModule(batch_size=32))
 """
 
 
+@pytest.mark.slow
 def test_channel_compaction_under_ddp(tmp_path):
     script = tmp_path / "ddp_compaction.py"
     script.write_text(textwrap.dedent(SCRIPT))

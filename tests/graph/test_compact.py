@@ -219,6 +219,7 @@ def test_other_attribute_of_the_width_needs_a_handler_update():
         unregister_handler(WidthAware)
 
 
+@pytest.mark.slow
 def test_reload_compacted_checkpoint_in_a_fresh_process(tmp_path):
     from compressor.models import create_model
 
