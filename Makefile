@@ -55,6 +55,7 @@ data: install
 
 lint: install
 	$(VENV)/bin/ruff check compressor tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from compressor.errors import ConfigError
-from compressor.export.inputs import batch_inputs
+from compressor.utils.inputs import batch_inputs
 
 __all__ = ["train_loader", "example_inputs"]
 

@@ -14,10 +14,10 @@ from compressor._validation import check_int
 from compressor.callbacks._student import find_student_path, get_student
 from compressor.callbacks.quantization import QuantizationAwareTraining
 from compressor.errors import ConfigError, InvalidTypeError
-from compressor.export.inputs import batch_inputs
 from compressor.export.onnx_export import export_onnx
 from compressor.export.parity import ParityConfig
 from compressor.export.report import ExportReport
+from compressor.utils.inputs import batch_inputs
 
 __all__ = ["ExportONNX"]
 
@@ -37,7 +37,7 @@ class ExportONNX(pl.Callback):
     Example inputs, in order of preference: ``example_inputs``; the first 8 rows of the first
     training batch, assuming the batch is the input tensor, a tuple/list starting with it
     (``(x, y)``) or a mapping with a key such as ``"x"``/``"input"``/``"image"`` (see
-    :func:`compressor.export.inputs.batch_inputs`; any other layout is a clear error asking for
+    :func:`compressor.utils.inputs.batch_inputs`; any other layout is a clear error asking for
     ``example_inputs``); the LightningModule's ``example_input_array``.
 
     Args:

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from compressor.recipes.restore import RUN_INFO_KEY
+__all__ = ["RunInfo", "RUN_INFO_KEY"]
 
-__all__ = ["RunInfo"]
+#: Checkpoint key under which runs store their recipe and input shape.
+RUN_INFO_KEY = "compressor_run"
 
 
 class RunInfo(pl.Callback):

@@ -25,7 +25,6 @@ from torch import nn
 from compressor._validation import check_choice, check_int
 from compressor.errors import ConfigError, ExportError, InvalidTypeError, ParityError
 from compressor.export.audit import MODULE_SCOPES_KEY, audit_int8_kernels
-from compressor.export.diagnose import diagnose_failure
 from compressor.export.latency import measure_latency
 from compressor.export.metadata import (
     metadata_props,
@@ -38,6 +37,7 @@ from compressor.export.report import ExportReport
 from compressor.export.runtime import create_session, resize_batch, run_session, session_inputs
 from compressor.export.translations import quantized_translations
 from compressor.quantization.modes import eval_mode
+from compressor.utils.diagnose import diagnose_failure
 
 __all__ = ["export_onnx", "report_path_for", "rejected_path_for", "EXTERNAL_DATA_THRESHOLD"]
 

@@ -11,9 +11,9 @@ from torch.fx import GraphModule
 
 from compressor._validation import check_int
 from compressor.errors import ConfigError
-from compressor.export.inputs import batch_inputs
 from compressor.quantization.info import quantization_info
 from compressor.quantization.modes import set_training
+from compressor.utils.inputs import batch_inputs
 
 __all__ = ["calibrate"]
 

@@ -10,8 +10,8 @@ from torch import nn
 from torch.fx import GraphModule
 
 from compressor.errors import CaptureError, InvalidTypeError
-from compressor.export.diagnose import diagnose_failure
 from compressor.quantization.rewrites import expand_attention, flatten_linear_inputs
+from compressor.utils.diagnose import diagnose_failure
 from compressor.utils.modes import record_modes, restore_modes
 
 __all__ = ["as_inputs", "capture"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compressor.callbacks.run_info import RUN_INFO_KEY
 from compressor.errors import ConfigError
 from compressor.graph.compact import replay_history
 from compressor.models.registry import create_model
@@ -16,9 +17,6 @@ from compressor.recipes.schema import Recipe
 from compressor.utils.io import load_checkpoint
 
 __all__ = ["RestoredModel", "restore_model", "run_info", "RUN_INFO_KEY"]
-
-# Checkpoint key under which runs store their recipe and input shape (see callbacks.RunInfo).
-RUN_INFO_KEY = "compressor_run"
 
 
 @dataclass

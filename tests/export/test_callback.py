@@ -10,10 +10,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from compressor.callbacks import ExportONNX
 from compressor.errors import ConfigError, InvalidTypeError
-from compressor.export.inputs import batch_inputs
 from compressor.models import create_model
 from compressor.quantization import convert, prepare_qat, set_observers, set_qat_training
 from compressor.training import ClassificationModule
+from compressor.utils.inputs import batch_inputs
 
 
 def _trainer(*callbacks, **kwargs):
