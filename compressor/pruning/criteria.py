@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 from compressor._validation import check_enum
 from compressor.errors import ConfigError
@@ -193,6 +194,13 @@ class OBD(_GradientStatistic):
 
     def scores(self, name: str, parameter: torch.Tensor) -> torch.Tensor:
         return 0.5 * self.mean(name, parameter) * parameter.detach().square()
+
+
+def norm_weight_names(model: nn.Module) -> set[str]:
+    """Parameter names of the normalisation scales in ``model`` (what ``bn_scale`` ranks)."""
+    norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)  # noqa: SLF001
+    return {f"{n}.weight" if n else "weight" for n, m in model.named_modules()
+            if isinstance(m, norms)}
 
 
 def make_criterion(name: CriterionName | str, seed: int = 0,

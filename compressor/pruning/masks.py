@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.errors import ConfigError
+
 __all__ = ["MaskSet"]
 
 
@@ -60,11 +62,12 @@ class MaskSet:
                     parameter = parameters[name]
                     parameter.mul_(mask.to(device=parameter.device, dtype=parameter.dtype))
 
-    def attach(self, model: nn.Module, optimizers: Iterable[torch.optim.Optimizer] = ()) -> None:
+    def attach(self, model: nn.Module,
+               optimizers: torch.optim.Optimizer | Iterable[torch.optim.Optimizer] = ()) -> None:
         """Enforce the masks on ``model`` from now on (idempotent; re-attach after swapping
         parameters or optimizers)."""
         self.detach()
-        optimizers = list(optimizers)
+        optimizers = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else list(optimizers)
         self._target = (model, optimizers)
         parameters = dict(model.named_parameters())
         for name, mask in self.masks.items():
@@ -77,6 +80,22 @@ class MaskSet:
                 lambda grad, keep=keep: grad * keep.to(grad.dtype)))
         for optimizer in optimizers:
             self._handles.append(optimizer.register_step_post_hook(self._after_step))
+        self.apply(model)
+
+    def rebind(self, model: nn.Module) -> None:
+        """Follow a replacement of the model by an equivalent module with the same parameter
+        names: enforcement stops and the masks are applied to ``model``.
+
+        Raises:
+            ConfigError: ``model`` lacks a masked parameter.
+        """
+        names = set(dict(model.named_parameters()))
+        missing = [name for name in self.masks if name not in names]
+        if missing:
+            raise ConfigError(f"The pruned model was replaced by a module without the masked "
+                              f"parameters {missing[:3]}; masks cannot follow. Finish pruning "
+                              "before another callback replaces the model.")
+        self.detach()
         self.apply(model)
 
     def detach(self) -> None:

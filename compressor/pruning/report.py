@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,8 @@ from torch import nn
 
 from compressor.utils.modules import count_parameters
 
-__all__ = ["LayerSparsity", "SparsityReport", "sparsity_report", "prunable_weights"]
+__all__ = ["LayerSparsity", "SparsityReport", "sparsity_report", "prunable_weights",
+           "PruningStatus", "measure_status"]
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose2d)
 
@@ -107,3 +109,36 @@ def sparsity_report(model: nn.Module, example_inputs: Any = None) -> SparsityRep
 
         macs = count_macs(model, example_inputs)
     return SparsityReport(layers, count_parameters(model), nonzero, macs)
+
+
+@dataclass(frozen=True)
+class PruningStatus:
+    """Measured state after an update.
+
+    Attributes:
+        target: The sparsity asked for.
+        sparsity: Measured fraction removed of the pruned units (weights, channels, heads or
+            blocks), counted from the masks.
+        weight_sparsity: Fraction of exactly-zero entries over all conv/linear weights.
+        per_unit: Measured sparsity per layer or group.
+    """
+
+    target: float
+    sparsity: float
+    weight_sparsity: float
+    per_unit: dict[str, float]
+
+
+def measure_status(zero: Mapping[str, torch.Tensor], parameters: Mapping[str, torch.Tensor],
+                   reference: nn.Module, target: float) -> PruningStatus:
+    """Status from the entirely-zero items per unit (``zero``: per layer for unstructured and
+    n:m, per group where a channel or head counts when all its parameter slices are zero, over
+    blocks where a block counts when its residual branches are zeroed), plus the fraction of
+    zeros over all conv/linear weights (identified on ``reference``) of ``parameters``."""
+    per_unit = {unit: float(flags.float().mean()) for unit, flags in zero.items()}
+    total = sum(flags.numel() for flags in zero.values())
+    measured = sum(int(flags.sum()) for flags in zero.values()) / total if total else 0.0
+    weights = [parameters[name] for name in prunable_weights(reference) if name in parameters]
+    numel = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    return PruningStatus(target, measured, zeros / numel if numel else 0.0, per_unit)

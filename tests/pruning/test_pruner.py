@@ -113,7 +113,7 @@ def test_block_pruning_replaces_blocks_by_identity(criterion):
     pruner = Pruner(model, PruningConfig("block", 0.5, criterion), INPUTS)
     with_gradients(pruner, model)
     status = pruner.update()
-    assert len(pruner.blocks) == 7  # 9 blocks, 2 with projection shortcuts
+    assert len(pruner.unit_set.blocks) == 7  # 9 blocks, 2 with projection shortcuts
     assert status.sparsity == pytest.approx(4 / 7)
     expected = copy.deepcopy(model).eval()(INPUTS)
     pruner.compact()
