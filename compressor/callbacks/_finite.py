@@ -24,14 +24,11 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
+from compressor.callbacks.state import InputWatch, compression_state, existing_state
 from compressor.errors import NonFiniteError
 from compressor.utils.finite import (
     all_finite,
@@ -65,61 +62,8 @@ def locate(error: NonFiniteError, trainer: pl.Trainer) -> NonFiniteError:
 
 # ---------------------------------------------------------------------------- inputs
 
-@dataclass
-class _Record:
-    """The inputs of the first call of one student in the current batch."""
-
-    module: weakref.ref[nn.Module]
-    handle: RemovableHandle | None = None
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    seen: bool = False
-
-    def hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self.seen or module is not self.module():  # deep copies share the hook: ignore them
-            return
-        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            return
-        self.args, self.kwargs, self.seen = args, dict(kwargs), True
-
-
-class _Watch:
-    """Per-LightningModule state: how to find each callback's student, the current batch's
-    recorded inputs, and the last loss checked."""
-
-    def __init__(self) -> None:
-        self.resolvers: dict[int, Callable[[], nn.Module]] = {}
-        self.records: dict[int, _Record] = {}
-        self.checked: weakref.ref[Tensor] | None = None
-
-    def arm(self) -> None:
-        for resolve in self.resolvers.values():
-            student = resolve()
-            if id(student) in self.records:
-                continue
-            record = _Record(weakref.ref(student))
-            record.handle = student.register_forward_pre_hook(record.hook, with_kwargs=True)
-            self.records[id(student)] = record
-
-    def disarm(self) -> None:
-        for record in self.records.values():
-            if record.handle is not None:
-                record.handle.remove()
-        self.records.clear()
-
-    def inputs(self, student: nn.Module) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        record = self.records.get(id(student))
-        if record is None or not record.seen or record.module() is not student:
-            return None
-        return record.args, record.kwargs
-
-
-# Per LightningModule, kept here rather than on the user's object; gone with the module.
-_WATCHES: weakref.WeakKeyDictionary[pl.LightningModule, _Watch] = weakref.WeakKeyDictionary()
-
-
-def _watch(pl_module: pl.LightningModule) -> _Watch:
-    return _WATCHES.setdefault(pl_module, _Watch())
+def _watch(pl_module: pl.LightningModule) -> InputWatch:
+    return compression_state(pl_module).inputs
 
 
 @contextlib.contextmanager
@@ -142,18 +86,12 @@ def watch_inputs(pl_module: pl.LightningModule, owner: object,
     watch.arm()
 
 
-def stop_watching(pl_module: pl.LightningModule, owner: object | None = None) -> None:
-    """Remove the input hooks (end of a batch); with ``owner`` (teardown), also forget that
-    callback's student, and the whole state once no callback is left."""
-    watch = _WATCHES.get(pl_module)
-    if watch is None:
-        return
-    watch.disarm()
-    watch.checked = None
-    if owner is not None:
-        watch.resolvers.pop(id(owner), None)
-        if not watch.resolvers:
-            _WATCHES.pop(pl_module, None)
+def stop_watching(pl_module: pl.LightningModule) -> None:
+    """Remove the input hooks and forget this batch's inputs (end of a batch)."""
+    state = existing_state(pl_module)
+    if state is not None:
+        state.inputs.disarm()
+        state.inputs.checked = None
 
 
 # ---------------------------------------------------------------------------- checks
@@ -219,7 +157,7 @@ def check_parameters(trainer: pl.Trainer, student: nn.Module) -> None:
     raise _error(trainer, f"the student's parameter(s) {listed}{more}", where, module)
 
 
-def _search(watch: _Watch, model: nn.Module, role: str,
+def _search(watch: InputWatch, model: nn.Module, role: str,
             if_finite: str) -> tuple[str, str | None]:
     """Where the first non-finite value appears when ``model`` runs this batch again
     (``if_finite`` explains a re-run without any)."""

@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from compressor.callbacks._lightning import fit_loader
 from compressor.errors import ConfigError
 from compressor.utils.inputs import batch_inputs
 
@@ -21,8 +22,7 @@ def train_loader(trainer: pl.Trainer) -> Any:
     datamodule = getattr(trainer, "datamodule", None)
     if datamodule is not None:
         return datamodule.train_dataloader()
-    source = trainer.fit_loop._data_source  # noqa: SLF001 - loaders passed to fit()
-    return source.dataloader() if source.is_defined() else None
+    return fit_loader(trainer)
 
 
 def example_inputs(trainer: pl.Trainer, pl_module: pl.LightningModule, given: Any, who: str) -> Any:

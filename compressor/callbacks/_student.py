@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytorch_lightning as pl
 from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.utils.modules import get_submodule, set_submodule
 
-__all__ = ["find_student_path", "get_student", "set_student", "remember_pristine",
-           "pristine_student", "forget_pristine"]
-
-_PRISTINE = "_compressor_pristine_students"
+__all__ = ["find_student_path", "get_student", "set_student"]
 
 
 def _holds_parameters(module: nn.Module) -> bool:
@@ -62,23 +57,3 @@ def set_student(pl_module: pl.LightningModule, path: str, module: nn.Module) -> 
         raise ConfigError("The student is the whole LightningModule and cannot be replaced; "
                           "pass `student=` with the attribute path of a submodule.")
     set_submodule(pl_module, path, module)
-
-
-def remember_pristine(pl_module: pl.LightningModule, path: str) -> None:
-    """Keep a copy of the student as it was before the first change a callback makes in
-    ``setup()`` (e.g. replaying a compaction on resume, preparing it for QAT), so that
-    ``Distillation(teacher="self")`` can still build the uncompressed teacher architecture,
-    whatever the order of the callbacks. Only the first call per path stores a copy."""
-    stored = vars(pl_module).setdefault(_PRISTINE, {})
-    if path not in stored:
-        stored[path] = copy.deepcopy(get_student(pl_module, path))
-
-
-def pristine_student(pl_module: pl.LightningModule, path: str) -> nn.Module | None:
-    """The copy stored by :func:`remember_pristine`, if any."""
-    return vars(pl_module).get(_PRISTINE, {}).get(path)
-
-
-def forget_pristine(pl_module: pl.LightningModule) -> None:
-    """Drop stored copies (called once every callback's ``setup()`` has run)."""
-    vars(pl_module).pop(_PRISTINE, None)

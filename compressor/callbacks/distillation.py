@@ -9,7 +9,6 @@ user's code; ``teardown()`` restores the original ``training_step``.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +18,9 @@ import pytorch_lightning as pl
 from torch import Tensor, nn
 
 from compressor.callbacks._finite import check_loss, locate, stop_watching, watch_inputs
-from compressor.callbacks._student import find_student_path, get_student, pristine_student
+from compressor.callbacks._lightning import wrap_training_step
+from compressor.callbacks._student import find_student_path, get_student
+from compressor.callbacks.state import compression_state, leave_state
 from compressor.distillation import (
     DistillationConfig,
     Distiller,
@@ -142,9 +143,11 @@ class Distillation(pl.Callback):
                 "back-propagated). Use automatic optimization, or compute the loss with "
                 "compressor.distillation.Distiller inside your training_step.")
         path = self._path = find_student_path(pl_module, self.student_path)
+        state = compression_state(pl_module)
+        state.join(self, trainer)
         # Another callback may already have changed the student in its setup (e.g. QAT
         # preparation); the teacher is built from the student as it was before that.
-        original = pristine_student(pl_module, path)
+        original = state.pristine(path)
         if original is None:
             original = get_student(pl_module, path)
         teacher = self._build_teacher(original, path)
@@ -152,7 +155,7 @@ class Distillation(pl.Callback):
         self._trainer, self._teacher_restored = trainer, False
         if self._pending_state is not None:
             self._apply_state(self._pending_state)
-        self._wrap_training_step(pl_module)
+        self._wrap_training_step(trainer, pl_module)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.teacher_source == _SELF and not self._teacher_restored:
@@ -182,12 +185,12 @@ class Distillation(pl.Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
-            stop_watching(pl_module, self)
+            leave_state(pl_module, self)
             self._release()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
-        stop_watching(pl_module, self)
+        leave_state(pl_module, self)
         self._release()  # Lightning skips teardown() when fit fails
 
     def _release(self) -> None:
@@ -278,30 +281,18 @@ class Distillation(pl.Callback):
                       if getattr(config.scheduler, "optimizer", None) is optimizer]
         attach_parameters(optimizer, list(self.distiller.parameters()), schedulers)
 
-    def _wrap_training_step(self, pl_module: pl.LightningModule) -> None:
-        original = pl_module.training_step
-        previous = vars(pl_module).get("training_step")
-        active = [True]
+    def _wrap_training_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Add the distillation terms to every training step's loss (the strategy's step is
+        wrapped; the LightningModule keeps its own ``training_step``)."""
 
-        @functools.wraps(original)
-        def training_step(*args: Any, **kwargs: Any) -> Any:
-            if not active[0] or self.distiller is None:
-                return original(*args, **kwargs)
+        def around(step: Callable[[], Any]) -> Any:
+            if self.distiller is None:
+                return step()
             with self.distiller.capture():
-                output = original(*args, **kwargs)
+                output = step()
             return self._distil(pl_module, output)
 
-        def restore() -> None:
-            active[0] = False
-            if vars(pl_module).get("training_step") is not training_step:
-                return  # wrapped again on top of ours: our wrapper now only passes through
-            if previous is None:
-                del pl_module.training_step
-            else:
-                pl_module.training_step = previous  # type: ignore[method-assign]
-
-        pl_module.training_step = training_step  # type: ignore[method-assign]
-        self._restore_step = restore
+        self._restore_step = wrap_training_step(trainer, around)
 
     def _distil(self, pl_module: pl.LightningModule, output: Any) -> Any:
         if self.distiller is None:

@@ -12,7 +12,7 @@ import torch
 
 from compressor._validation import check_int
 from compressor.callbacks._student import find_student_path, get_student
-from compressor.callbacks.quantization import QuantizationAwareTraining
+from compressor.callbacks.state import existing_state
 from compressor.errors import ConfigError, InvalidTypeError
 from compressor.export.onnx_export import export_onnx
 from compressor.export.parity import ParityConfig
@@ -107,9 +107,9 @@ class ExportONNX(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        for callback in trainer.callbacks:  # whatever their order: export the int8 model
-            if isinstance(callback, QuantizationAwareTraining):
-                callback.finish(pl_module)
+        state = existing_state(pl_module)
+        if state is not None:  # whatever the callbacks' order: e.g. export the int8 model
+            state.finalize(pl_module)
         model = get_student(pl_module, find_student_path(pl_module, self.student))
         metadata = {"trained_epochs": trainer.current_epoch, "global_step": trainer.global_step,
                     **self.metadata}

@@ -9,18 +9,24 @@ the optimizer keeps its state for the surviving entries and training continues.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from compressor._validation import check_int
-from compressor.callbacks._checkpoint import COMPACTION_PRIORITY, add_load_hook, remove_load_hook
+from compressor.callbacks._clock import Clock
 from compressor.callbacks._finite import check_loss, stop_watching, watching_inputs
 from compressor.callbacks._inputs import example_inputs, train_loader
-from compressor.callbacks._strategy import rewrap_distributed
-from compressor.callbacks._student import find_student_path, get_student, pristine_student
+from compressor.callbacks._lightning import rewrap_distributed, run_training_step_unlogged, start_method
+from compressor.callbacks._student import find_student_path, get_student
+from compressor.callbacks.state import (
+    COMPACTION_PRIORITY,
+    Milestone,
+    compression_state,
+    leave_state,
+)
 from compressor.errors import ConfigError, InvalidTypeError
 from compressor.graph.compact import compaction_history, replay_history
 from compressor.pruning import Granularity, Pruner, PruningConfig, make_schedule
@@ -91,11 +97,9 @@ class Pruning(pl.Callback):
                  student: str | None = None, log_per_layer: bool = True, seed: int = 0) -> None:
         self.config = PruningConfig(granularity, sparsity, criterion, allocation, overrides or {},
                                     ignore or (), protect_first_last, n, m, seed)
-        by_step = start_step is not None or end_step is not None
-        if by_step and (start_epoch is not None or end_epoch is not None):
-            raise ConfigError("Give the schedule in epochs (start_epoch/end_epoch) or in steps "
-                              "(start_step/end_step), not both.")
-        self.unit = "step" if by_step else "epoch"
+        self.clock = Clock.choose({"start_epoch": start_epoch, "end_epoch": end_epoch},
+                                  {"start_step": start_step, "end_step": end_step})
+        by_step = self.clock.unit == "step"
         start = (start_step if by_step else start_epoch) or 0
         end = end_step if by_step else end_epoch
         self.schedule = make_schedule(schedule, self.config.target, start, end, frequency,
@@ -123,7 +127,7 @@ class Pruning(pl.Callback):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(granularity=self.config.granularity.value,
-                                        sparsity=self.config.target, unit=self.unit,
+                                        sparsity=self.config.target, unit=self.clock.unit,
                                         start=self.schedule.start, end=self.schedule.end)
 
     @property
@@ -135,22 +139,27 @@ class Pruning(pl.Callback):
     @property
     def end_epoch(self) -> int | None:
         """The epoch at whose end the model is compacted (epoch schedules)."""
-        return self.schedule.end if self.unit == "epoch" else None
+        return self.schedule.end if self.clock.unit == "epoch" else None
 
     # -------------------------------------------------------------- lifecycle
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         self._path = find_student_path(pl_module, self.student_path)
-        if self.compact and getattr(trainer.strategy, "_start_method", "popen") != "popen":
+        if self.compact and start_method(trainer) != "popen":
             raise ConfigError(
                 "Physical compaction cannot be used with strategy='ddp_spawn': the main process "
                 "would receive weights of a smaller model than its own. Use strategy='ddp', or "
                 "Pruning(compact=False) and compressor.compact() the model after training.")
         self.pruner, self.compacted, self.last_event, self.history = None, False, -1, []
         self._pending = None
-        add_load_hook(pl_module, self, COMPACTION_PRIORITY,
-                      lambda checkpoint: self._replay(pl_module, checkpoint))
+        state = compression_state(pl_module)
+        state.join(self, trainer)
+        state.add_load_hook(self, COMPACTION_PRIORITY,
+                            lambda checkpoint: self._replay(pl_module, checkpoint))
+        if self.compact:
+            owner = f"Pruning({self.config.granularity.value!r})"
+            state.add_compaction(self, Milestone(owner, self.clock, self.schedule.end))
 
     def _replay(self, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Before a checkpoint's weights load: bring the student to its compacted shape."""
@@ -170,7 +179,7 @@ class Pruning(pl.Callback):
             # A QAT callback may already have swapped the student for its prepared graph (same
             # parameters): layer types and tracing then come from the original module.
             self.pruner = Pruner(get_student(pl_module, self._path), self.config, example,
-                                 reference=pristine_student(pl_module, self._path))
+                                 reference=compression_state(pl_module).pristine(self._path))
             if self._pending is not None:
                 self.pruner.load_state_dict(self._pending)
                 self._pending = None
@@ -180,20 +189,20 @@ class Pruning(pl.Callback):
         pruner = self.pruner
         if pruner is None or self.last_event >= 0:
             return
-        first_event = trainer.current_epoch if self.unit == "epoch" else trainer.global_step
+        first_event = self.clock.now(trainer)
         if (pruner.criterion.needs_gradients and self.schedule.is_event(first_event)
                 and not pruner.has_gradient_scores and self.calibration_batches):
             self._calibrate(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.unit == "epoch":
+        if self.clock.unit == "epoch":
             self._maybe_update(trainer, pl_module, trainer.current_epoch)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         with watching_inputs(pl_module, self, lambda: get_student(pl_module, self._path)):
             self._attach_if_swapped(trainer, pl_module)
-            if self.unit == "step":
+            if self.clock.unit == "step":
                 self._maybe_update(trainer, pl_module, trainer.global_step)
                 if self.compact and not self.compacted \
                         and trainer.global_step >= self.schedule.end \
@@ -216,21 +225,20 @@ class Pruning(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pruner is not None and not self.compacted:
             self._log(pl_module, self.pruner.status())
-        if (self.unit == "epoch" and self.compact and not self.compacted
+        if (self.clock.unit == "epoch" and self.compact and not self.compacted
                 and trainer.current_epoch >= self.schedule.end and self.last_event >= self.schedule.end):
             self._compact(trainer, pl_module)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        remove_load_hook(pl_module, self)
-        stop_watching(pl_module, self)
+        leave_state(pl_module, self)
         if self.pruner is not None:
             self.pruner.detach()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
-        stop_watching(pl_module, self)  # Lightning skips teardown() when fit fails
+        leave_state(pl_module, self)  # Lightning skips teardown() when fit fails
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -296,31 +304,15 @@ class Pruning(pl.Callback):
         if loader is None:
             return
         model = get_student(pl_module, self._path)
-        with _silenced_logging(pl_module), temporary_mode(pl_module, False), torch.enable_grad():
+        with temporary_mode(pl_module, False), torch.enable_grad():
             for index, batch in enumerate(loader):
                 if index >= self.calibration_batches:
                     break
                 batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                output = pl_module.training_step(batch, index)
+                output = run_training_step_unlogged(trainer, batch, index)
                 loss = output["loss"] if isinstance(output, Mapping) else output
                 model.zero_grad(set_to_none=True)
                 loss.backward()
                 self.pruner.accumulate()
         model.zero_grad(set_to_none=True)
-
-
-@contextlib.contextmanager
-def _silenced_logging(pl_module: pl.LightningModule) -> Iterator[None]:
-    """``self.log`` inside ``training_step`` is meaningless during calibration."""
-    saved = {name: vars(pl_module).get(name) for name in ("log", "log_dict")}
-    pl_module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    pl_module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                vars(pl_module).pop(name, None)
-            else:
-                setattr(pl_module, name, value)
 

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from compressor._validation import check_int
-from compressor.callbacks._checkpoint import QUANTIZATION_PRIORITY, add_load_hook, remove_load_hook
+from compressor.callbacks._clock import Clock, steps_per_epoch
 from compressor.callbacks._finite import (
     check_loss,
     check_parameters,
@@ -25,15 +25,15 @@ from compressor.callbacks._finite import (
     watching_inputs,
 )
 from compressor.callbacks._inputs import example_inputs
-from compressor.callbacks._strategy import rewrap_distributed
-from compressor.callbacks._student import (
-    find_student_path,
-    forget_pristine,
-    get_student,
-    remember_pristine,
-    set_student,
+from compressor.callbacks._lightning import rewrap_distributed
+from compressor.callbacks._student import find_student_path, get_student, set_student
+from compressor.callbacks.state import (
+    QUANTIZATION_PRIORITY,
+    Milestone,
+    compression_state,
+    leave_state,
 )
-from compressor.errors import CompositionError, ConfigError, InvalidTypeError
+from compressor.errors import ConfigError, InvalidTypeError
 from compressor.quantization import (
     QuantizationConfig,
     convert,
@@ -95,13 +95,13 @@ class QuantizationAwareTraining(pl.Callback):
                  keep_float: Sequence[str] = (), quantize_matmul: bool = True,
                  averaging_constant: float = 0.01, convert_at_end: bool = True,
                  example_inputs: Any = None, student: str | None = None) -> None:
-        epochs = (start_epoch, freeze_bn_epoch, freeze_observer_epoch)
-        steps = (start_step, freeze_bn_step, freeze_observer_step)
-        if any(v is not None for v in epochs) and any(v is not None for v in steps):
-            raise ConfigError("Give the QAT schedule in epochs (start_epoch, freeze_bn_epoch, "
-                              "freeze_observer_epoch) or in steps (start_step, ...), not both.")
-        self.unit = "step" if any(v is not None for v in steps) else "epoch"
-        start, freeze_bn, freeze_observer = steps if self.unit == "step" else epochs
+        epochs = {"start_epoch": start_epoch, "freeze_bn_epoch": freeze_bn_epoch,
+                  "freeze_observer_epoch": freeze_observer_epoch}
+        steps = {"start_step": start_step, "freeze_bn_step": freeze_bn_step,
+                 "freeze_observer_step": freeze_observer_step}
+        self.clock = Clock.choose(epochs, steps)
+        self.unit = self.clock.unit
+        start, freeze_bn, freeze_observer = (steps if self.unit == "step" else epochs).values()
         self.start = check_int(f"start_{self.unit}", start or 0, minimum=0)
         self.freeze_bn_at = self._check_after(f"freeze_bn_{self.unit}", freeze_bn)
         self.freeze_observer_at = self._check_after(f"freeze_observer_{self.unit}", freeze_observer)
@@ -144,48 +144,19 @@ class QuantizationAwareTraining(pl.Callback):
                               "submodule: pass `student=` with its attribute path.")
         self.prepared = self.bn_frozen = self.observers_frozen = self.converted = False
         self._observed = False
-        self._check_composition(trainer)
-        add_load_hook(pl_module, self, QUANTIZATION_PRIORITY,
-                      lambda checkpoint: self._resume(trainer, pl_module, checkpoint))
+        state = compression_state(pl_module)
+        state.join(self, trainer)
+        state.add_capture(self, Milestone("QAT", self.clock, self.start))
+        state.add_load_hook(self, QUANTIZATION_PRIORITY,
+                            lambda checkpoint: self._resume(trainer, pl_module, checkpoint))
+        state.add_finalizer(self, 0, self.finish)
         if self.start == 0:
             self._prepare(trainer, pl_module)
 
-    def _check_composition(self, trainer: pl.Trainer) -> None:
-        """Channel compaction changes shapes: it must be done before QAT captures the model."""
-        from compressor.callbacks.pruning import Pruning
-
-        for callback in trainer.callbacks:
-            if not isinstance(callback, Pruning) or not callback.compact:
-                continue
-            if callback.unit != self.unit:
-                continue  # mixed units are checked once the epoch length is known
-            if callback.schedule.end >= self.start:
-                unit = self.unit
-                raise CompositionError(
-                    f"Pruning({callback.config.granularity.value!r}) compacts the model at the end "
-                    f"of {unit} {callback.schedule.end}, but QAT starts at {unit} {self.start}: "
-                    "the model must be compacted before it is captured for QAT. Set QAT's "
-                    f"start_{unit} to at least {callback.schedule.end + 1}, or end the pruning "
-                    f"schedule before {unit} {self.start}.")
-
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        forget_pristine(pl_module)
-        self._check_mixed_units(trainer)
-
-    def _check_mixed_units(self, trainer: pl.Trainer) -> None:
-        from compressor.callbacks.pruning import Pruning
-
-        per_epoch = max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
-        for callback in trainer.callbacks:
-            if not isinstance(callback, Pruning) or not callback.compact or callback.unit == self.unit:
-                continue
-            end = ((callback.schedule.end + 1) * per_epoch if callback.unit == "epoch"
-                   else callback.schedule.end)
-            start = self.start * per_epoch if self.unit == "epoch" else self.start
-            if end > start:
-                raise CompositionError(
-                    f"Pruning compacts the model at step {end} (end of its schedule) but QAT "
-                    f"starts at step {start}: end the pruning schedule before QAT starts.")
+        state = compression_state(pl_module)
+        state.pristine_students.clear()  # every callback has built what it needed from them
+        state.check_order(steps_per_epoch(trainer))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.unit == "epoch":
@@ -256,12 +227,11 @@ class QuantizationAwareTraining(pl.Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
-            remove_load_hook(pl_module, self)
-            stop_watching(pl_module, self)
+            leave_state(pl_module, self)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
-        stop_watching(pl_module, self)  # Lightning skips teardown() when fit fails
+        leave_state(pl_module, self)  # Lightning skips teardown() when fit fails
 
     # ---------------------------------------------------------------- events
     def _on_time(self, trainer: pl.Trainer, pl_module: pl.LightningModule, now: int) -> None:
@@ -281,7 +251,7 @@ class QuantizationAwareTraining(pl.Callback):
     def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         student = get_student(pl_module, self._path)
         inputs = example_inputs(trainer, pl_module, self.example_inputs, "QuantizationAwareTraining")
-        remember_pristine(pl_module, self._path)
+        compression_state(pl_module).remember_pristine(self._path, student)
         prepared = prepare_qat(student, inputs, self.config)
         set_student(pl_module, self._path, prepared)
         self.prepared = True

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from compressor.callbacks import Distillation, Pruning, QuantizationAwareTraining
-from compressor.callbacks._finite import _WATCHES
+from compressor.callbacks.state import STATE_ATTRIBUTE
 from compressor.errors import CompressorError, NonFiniteError
 from compressor.models import create_model
 from tests.distillation.nets import make_batches
@@ -73,7 +73,7 @@ def resnet():
 
 
 def assert_cleaned_up(module: pl.LightningModule) -> None:
-    assert module not in _WATCHES
+    assert STATE_ATTRIBUTE not in vars(module)
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in module.modules())
 
 

@@ -1,0 +1,59 @@
+"""The schedule clock shared by ``Pruning`` and ``QuantizationAwareTraining``: a schedule is
+given in epochs or in optimizer steps (never both), and its events are compared across units
+once the epoch length is known."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import pytorch_lightning as pl
+
+from compressor.errors import ConfigError
+
+__all__ = ["Clock", "steps_per_epoch"]
+
+Unit = Literal["epoch", "step"]
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Counts epochs or optimizer steps.
+
+    Epoch events happen at the start of an epoch (or, for ``at_end`` events such as
+    compaction, at its end); step events at the start of the step, before its forward.
+    """
+
+    unit: Unit
+
+    @classmethod
+    def choose(cls, epochs: Mapping[str, int | None], steps: Mapping[str, int | None]) -> Clock:
+        """The clock of a schedule given by name -> value in ``epochs`` or ``steps``.
+
+        Raises:
+            ConfigError: values are given in both units.
+        """
+        given_epochs = [name for name, value in epochs.items() if value is not None]
+        given_steps = [name for name, value in steps.items() if value is not None]
+        if given_epochs and given_steps:
+            raise ConfigError(f"Give the schedule in epochs ({', '.join(epochs)}) or in steps "
+                              f"({', '.join(steps)}), not both.")
+        return cls("step" if given_steps else "epoch")
+
+    def now(self, trainer: pl.Trainer) -> int:
+        """The current epoch or optimizer step."""
+        return trainer.current_epoch if self.unit == "epoch" else trainer.global_step
+
+    def first_step(self, at: int, per_epoch: int, at_end: bool = False) -> int:
+        """The first optimizer step that runs after the event ``at`` (``at_end``: an event at
+        the end of epoch ``at``, or right at the start of step ``at``, before a same-step event
+        of another callback can be relied on)."""
+        if self.unit == "epoch":
+            return (at + 1) * per_epoch if at_end else at * per_epoch
+        return at + 1 if at_end else at
+
+
+def steps_per_epoch(trainer: pl.Trainer) -> int:
+    """Optimizer steps per training epoch (at least 1)."""
+    return max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
