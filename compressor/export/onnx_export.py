@@ -229,6 +229,68 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Any, *,
         ParityError: ONNX Runtime's outputs differ from PyTorch's beyond ``parity``; the file is
             kept as ``<name>.rejected.onnx`` and the report is written (``error.report``).
     """
+    target, inputs, checks, batches = _checked_arguments(
+        model, path, example_inputs, parity_inputs, dynamic_batch, opset, latency_batches,
+        latency_repeats, audit_level, metadata)
+    parity = parity or ParityConfig()
+    external = _model_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    report = ExportReport(str(target), dynamic_batch=dynamic_batch, external_data=external)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        staged, proto, reference = _stage(model, folder / target.name, inputs, checks, report,
+                                          verify, opset, metadata, custom_translation_table)
+        session = None
+        if verify:
+            session = create_session(staged, threads=1, optimization_level="all")
+            report.session = "ok"
+            report.parity = _parity(session, proto, checks, reference, report.quantization,
+                                    parity)
+            if not report.parity.passed:
+                _reject(folder, target, report, write_report)
+        _move_into_place(folder, target.name, target)
+        rejected_path_for(target).unlink(missing_ok=True)
+        if verify:
+            report.audit = audit_int8_kernels(target, audit_level)
+            report.latency = _latencies(session, target.stem, inputs, batches, latency_repeats)
+        if write_report:
+            report.write_json(report_path_for(target))
+        return report
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stage(model: nn.Module, staged: Path, inputs: tuple[torch.Tensor, ...],
+           checks: tuple[torch.Tensor, ...], report: ExportReport, verify: bool,
+           opset: int | None, metadata: Mapping[str, Any] | None,
+           custom_translation_table: Mapping[Callable, Callable] | None) -> tuple[Path, Any, list[Any]]:
+    """Export into the staging folder, write the metadata and run ``onnx.checker``; fills the
+    report's export figures. Returns the staged file, its proto and PyTorch's reference outputs
+    on ``checks`` (empty without ``verify``)."""
+    start = time.perf_counter()
+    with eval_mode(model), torch.no_grad():
+        stats = model_statistics(model, tuple(t[:1] for t in inputs))
+        reference = _flatten_outputs(model(*checks)) if verify else []
+        program = _torch_onnx_export(model, inputs, report.dynamic_batch, opset,
+                                     report.external_data, custom_translation_table)
+    program.save(str(staged), external_data=report.external_data)
+    proto, props = _write_metadata(staged, stats, metadata)
+    report.export_seconds = time.perf_counter() - start
+    report.metadata, report.quantization = props, props["quantization"]
+    report.opset = int(props["opset"]) if "opset" in props else None
+    report.file_size = _file_size(staged.parent)
+    _check(staged)
+    report.checker = "passed"
+    return staged, proto, reference
+
+
+def _checked_arguments(model: nn.Module, path: str | Path, example_inputs: Any,
+                       parity_inputs: Any, dynamic_batch: bool, opset: int | None,
+                       latency_batches: Sequence[int], latency_repeats: int, audit_level: str,
+                       metadata: Mapping[str, Any] | None,
+                       ) -> tuple[Path, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[int]]:
+    """Validate :func:`export_onnx`'s arguments before any work: the target path, the example
+    and parity inputs (on the model's device) and the batch sizes to time."""
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
     target = Path(path)
@@ -251,47 +313,8 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Any, *,
         batches = [int(inputs[0].shape[0])]  # a fixed batch runs only at its own size
     check_int("latency_repeats", latency_repeats, minimum=1)
     check_choice("audit_level", audit_level, ("basic", "extended", "all"))
-    parity = parity or ParityConfig()
     metadata_props({}, metadata)  # reject reserved or bad keys before any work
-
-    external = _model_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    report = ExportReport(str(target), dynamic_batch=dynamic_batch, external_data=external)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        start = time.perf_counter()
-        with eval_mode(model), torch.no_grad():
-            stats = model_statistics(model, tuple(t[:1] for t in inputs))
-            reference = _flatten_outputs(model(*checks)) if verify else []
-            program = _torch_onnx_export(model, inputs, dynamic_batch, opset, external,
-                                         custom_translation_table)
-        staged = folder / target.name
-        program.save(str(staged), external_data=external)
-        proto, props = _write_metadata(staged, stats, metadata)
-        report.export_seconds = time.perf_counter() - start
-        report.metadata, report.quantization = props, props["quantization"]
-        report.opset = int(props["opset"]) if "opset" in props else None
-        report.file_size = _file_size(folder)
-        _check(staged)
-        report.checker = "passed"
-        session = None
-        if verify:
-            session = create_session(staged, threads=1, optimization_level="all")
-            report.session = "ok"
-            report.parity = _parity(session, proto, checks, reference, report.quantization,
-                                    parity)
-            if not report.parity.passed:
-                _reject(folder, target, report, write_report)
-        _move_into_place(folder, target.name, target)
-        rejected_path_for(target).unlink(missing_ok=True)
-        if verify:
-            report.audit = audit_int8_kernels(target, audit_level)
-            report.latency = _latencies(session, target.stem, inputs, batches, latency_repeats)
-        if write_report:
-            report.write_json(report_path_for(target))
-        return report
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    return target, inputs, checks, batches
 
 
 def _parity(session: Any, proto: Any, inputs: tuple[torch.Tensor, ...], reference: list[Any],
