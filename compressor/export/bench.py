@@ -15,6 +15,7 @@ from compressor.export.latency import LatencyResult, measure_latency
 from compressor.export.metadata import quantization_scheme
 from compressor.export.report import format_bytes
 from compressor.export.runtime import create_session, load_onnx, random_inputs
+from compressor.utils.tables import markdown_table, print_table
 
 __all__ = ["BenchEntry", "BenchResult", "compare_onnx"]
 
@@ -90,24 +91,12 @@ class BenchResult:
 
     def to_markdown(self) -> str:
         """A markdown table."""
-        header = self.header()
-        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |"
-                  for row in self.rows()]
-        return "\n".join(lines) + "\n"
+        return markdown_table(self.header(), self.rows())
 
     def print(self) -> None:
         """Print the comparison as a console table."""
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=self.title())
-        for index, column in enumerate(self.header()):
-            table.add_column(column, justify="left" if index < 2 or index == len(self.header()) - 1
-                             else "right")
-        for row in self.rows():
-            table.add_row(*row)
-        Console().print(table)
+        header = self.header()
+        print_table(header, self.rows(), title=self.title(), right=range(2, len(header) - 1))
 
 
 def compare_onnx(models: Mapping[str, str | Path], baseline: str | None = None,

@@ -10,6 +10,7 @@ from compressor.export.audit import KernelAudit
 from compressor.export.latency import LatencyResult
 from compressor.export.parity import ParityResult
 from compressor.utils.io import atomic_write_json
+from compressor.utils.tables import markdown_table, print_table, text_table
 
 __all__ = ["ExportReport", "format_bytes"]
 
@@ -113,22 +114,11 @@ class ExportReport:
 
     def to_markdown(self) -> str:
         """A two-column markdown table."""
-        lines = ["| Export | |", "| --- | --- |"]
-        lines += [f"| {label} | {value.replace('|', '/')} |" for label, value in self.rows()]
-        return "\n".join(lines) + "\n"
+        return markdown_table(["Export", ""], self.rows())
 
     def __str__(self) -> str:
-        width = max(len(label) for label, _ in self.rows())
-        return "\n".join(f"{label:<{width}}  {value}" for label, value in self.rows())
+        return text_table(None, self.rows())
 
     def print(self) -> None:
         """Print the report as a table on the console."""
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="ONNX export report", show_header=False)
-        table.add_column("", style="bold")
-        table.add_column("")
-        for label, value in self.rows():
-            table.add_row(label, value)
-        Console().print(table)
+        print_table(None, self.rows(), title="ONNX export report")

@@ -8,40 +8,18 @@ update: it receives an :class:`AllocationRequest` and returns the new removal de
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from compressor.errors import ConfigError, closest_names
 from compressor.pruning.config import Allocation, Granularity, PruningConfig
+from compressor.utils.names import check_patterns, matching
 
-__all__ = ["matching", "check_patterns", "unit_sparsities", "select_uniform", "select_global",
+__all__ = ["unit_sparsities", "select_uniform", "select_global",
            "AllocationRequest", "Allocator", "UniformAllocation", "GlobalAllocation", "NMPattern",
            "default_allocator"]
-
-
-def matching(patterns: Iterable[str], names: Iterable[str]) -> set[str]:
-    """Names matched by any ``fnmatch`` pattern (a pattern also matches a name's children)."""
-    names = list(names)
-    found: set[str] = set()
-    for pattern in patterns:
-        found |= {n for n in names if fnmatch.fnmatchcase(n, pattern)
-                  or fnmatch.fnmatchcase(n, pattern + ".*")}
-    return found
-
-
-def check_patterns(argument: str, patterns: Iterable[str], names: Sequence[str]) -> None:
-    """Raise ``ConfigError`` for a pattern that matches none of ``names``."""
-    for pattern in patterns:
-        if not matching([pattern], names):
-            close = closest_names(pattern, names)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-            raise ConfigError(f"`{argument}` entry {pattern!r} matches no layer.{hint} "
-                              f"Layers: {shown}")
 
 
 def unit_sparsities(units: Mapping[str, Sequence[str]], default: float,

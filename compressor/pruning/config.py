@@ -47,7 +47,7 @@ class PruningConfig:
         criterion: ``l1``, ``l2``, ``taylor``, ``obd``, ``bn_scale`` or ``random``.
         allocation: ``uniform`` or ``global``.
         overrides: Per-layer (unstructured, n:m) or per-group (channel, head: matched against the
-            modules producing the channels) sparsity by ``fnmatch`` pattern, e.g.
+            modules producing the channels) sparsity by name pattern (see :mod:`compressor.utils.names`), e.g.
             ``{"layers.2.*": 0.7}``.
         ignore: Module name patterns left untouched (for channel/head granularity, every group
             that touches an ignored module).

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from compressor.utils.modules import count_parameters
+from compressor.utils.tables import text_table
 
 __all__ = ["LayerSparsity", "SparsityReport", "sparsity_report", "prunable_weights",
            "PruningStatus", "measure_status"]
@@ -80,11 +81,10 @@ class SparsityReport:
         }
 
     def __str__(self) -> str:
-        width = max((len(layer.name) for layer in self.layers), default=5)
-        lines = [f"{'layer':<{width}}  {'shape':<20} sparsity"]
-        lines += [f"{layer.name:<{width}}  {str(list(layer.shape)):<20} {layer.sparsity:7.2%}"
-                  for layer in self.layers]
-        lines.append(f"{'global':<{width}}  {'':<20} {self.global_sparsity:7.2%}")
+        rows = [[layer.name, str(list(layer.shape)), f"{layer.sparsity:7.2%}"]
+                for layer in self.layers]
+        rows.append(["global", "", f"{self.global_sparsity:7.2%}"])
+        lines = [text_table(["layer", "shape", "sparsity"], rows)]
         lines.append(f"parameters: {self.parameters:,} ({self.nonzero_parameters:,} non-zero)"
                      + (f", MACs: {self.macs:,}" if self.macs is not None else ""))
         return "\n".join(lines)

@@ -24,9 +24,9 @@ from compressor.graph.blocks import ResidualBlock, find_residual_blocks
 from compressor.graph.dependency import ChannelGroup, DependencyGraph
 from compressor.graph.masking import MaskedNorms
 from compressor.graph.surgery import CompactionResult, CompactionStep, apply_step, compact_selection
-from compressor.pruning.allocation import check_patterns, matching
 from compressor.pruning.config import Granularity, PruningConfig
 from compressor.pruning.report import prunable_weights
+from compressor.utils.names import check_patterns, matching
 
 __all__ = ["PruningUnits", "LayerUnits", "NMUnits", "GroupUnits", "BlockUnits", "UNITS",
            "make_units"]

@@ -36,9 +36,10 @@ class QuantizationConfig:
     per-channel weights, uint8 asymmetric per-tensor activations, for ONNX Runtime).
 
     Args:
-        keep_float: Module-name patterns (``fnmatch`` style, e.g. ``"conv1"``, ``"layers.0.*"``,
-            ``"*.attn"``) whose operations stay in float; ``"@first"`` / ``"@last"`` name the
-            first / last convolution or linear layer in execution order.
+        keep_float: Module-name patterns (globs, see :mod:`compressor.utils.names`; e.g.
+            ``"conv1"``, ``"layers.0.*"``, ``"*.attn"``) whose operations stay in float;
+            ``"@first"`` / ``"@last"`` name the first / last convolution or linear layer in
+            execution order.
         quantize_matmul: Quantize activation-by-activation matrix products (attention
             ``q @ k^T`` and ``weights @ v``); ONNX Runtime runs them as ``QLinearMatMul``.
         quantize_elementwise: Quantize residual additions, element-wise products, concatenation

@@ -14,6 +14,7 @@ from compressor.quantization.config import QuantizationConfig
 from compressor.quantization.controls import set_qat_training
 from compressor.quantization.info import INFO_KEY, QuantizationInfo
 from compressor.quantization.modes import mark_training, route_train_eval
+from compressor.utils.names import matches
 
 __all__ = ["prepare_qat", "prepare_ptq"]
 
@@ -46,7 +47,7 @@ def _prepare(model: nn.Module, example_inputs: Any, config: Any, is_qat: bool) -
             "annotated" + (f" (kept in float: {', '.join(quantizer.kept_float)})"
                            if quantizer.kept_float else "") + ". Check `keep_float`.")
     unmatched = [p for p in config.keep_float if p not in ("@first", "@last")
-                 and not any(_matches(p, layer) for layer in quantizer.kept_float)]
+                 and not any(matches(p, layer) for layer in quantizer.kept_float)]
     if unmatched:
         raise ConfigError(
             f"`keep_float` patterns {unmatched} match no convolution or linear layer. Layers: "
@@ -57,14 +58,6 @@ def _prepare(model: nn.Module, example_inputs: Any, config: Any, is_qat: bool) -
     route_train_eval(prepared, set_qat_training)
     mark_training(prepared, is_qat)  # captured in this mode
     return prepared
-
-
-def _matches(pattern: str, layer: str) -> bool:
-    import fnmatch
-
-    return fnmatch.fnmatchcase(layer, pattern) or any(
-        fnmatch.fnmatchcase(".".join(layer.split(".")[:i]), pattern)
-        for i in range(1, layer.count(".") + 1))
 
 
 def prepare_qat(model: nn.Module, example_inputs: Any,

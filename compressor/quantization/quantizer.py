@@ -24,7 +24,6 @@ The same quantizer serves QAT (fake quantization) and PTQ (observers).
 
 from __future__ import annotations
 
-import fnmatch
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any, TypeGuard
@@ -41,6 +40,7 @@ from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 from compressor.quantization.config import FIRST_LAYER, LAST_LAYER, QuantizationConfig
 from compressor.quantization.specs import SchemeSpecs, bias_spec, build_specs
 from compressor.utils.modules import innermost_module_path
+from compressor.utils.names import matches
 
 __all__ = ["OrtQuantizer", "node_module", "quantized_layers"]
 
@@ -196,8 +196,7 @@ class _Annotator:
     def keeps_float(self, node: Node) -> bool:
         """Whether ``node`` belongs to a module matched by a ``keep_float`` pattern."""
         paths = _module_paths(node)
-        return any(fnmatch.fnmatchcase(path, pattern)
-                   for path in paths for pattern in self.patterns)
+        return any(matches(pattern, path) for path in paths for pattern in self.patterns)
 
     # -- annotation helpers ------------------------------------------------------------------
 

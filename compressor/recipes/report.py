@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from compressor.utils.tables import markdown_table, print_table
+
 __all__ = ["report_rows", "render_markdown", "print_report"]
 
 _ROWS: list[tuple[str, str, str]] = [
@@ -36,22 +38,11 @@ def report_rows(stages: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list
 
 def render_markdown(title: str, stages: Mapping[str, Mapping[str, Any]]) -> str:
     """A markdown report: a title and a table with one column per stage."""
-    names = list(stages)
-    lines = [f"# {title}", "", "| Metric | " + " | ".join(names) + " |",
-             "| --- |" + " --- |" * len(names)]
-    lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in report_rows(stages)]
-    return "\n".join(lines) + "\n"
+    rows = [[label, *values] for label, values in report_rows(stages)]
+    return f"# {title}\n\n" + markdown_table(["Metric", *stages], rows)
 
 
 def print_report(title: str, stages: Mapping[str, Mapping[str, Any]]) -> None:
     """Print the report as a table on the console."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("Metric")
-    for name in stages:
-        table.add_column(name, justify="right")
-    for label, values in report_rows(stages):
-        table.add_row(label, *values)
-    Console().print(table)
+    rows = [[label, *values] for label, values in report_rows(stages)]
+    print_table(["Metric", *stages], rows, title=title, right=range(1, len(stages) + 1))
