@@ -17,7 +17,7 @@ from compressor.errors import ConfigError, InvalidTypeError
 from compressor.export.onnx_export import export_onnx
 from compressor.export.parity import ParityConfig
 from compressor.export.report import ExportReport
-from compressor.utils.inputs import batch_inputs
+from compressor.utils.inputs import batch_inputs, tensor_inputs
 
 __all__ = ["ExportONNX"]
 
@@ -99,10 +99,7 @@ class ExportONNX(pl.Callback):
             raise ConfigError(
                 "ExportONNX has no example inputs: none were given, no training batch was seen "
                 "and the LightningModule has no `example_input_array`. Pass `example_inputs=`.")
-        if not _is_inputs(chosen):
-            raise InvalidTypeError("ExportONNX needs a tensor or a tuple of tensors as inputs, "
-                                   f"got {type(chosen).__name__}; pass `example_inputs=`.")
-        return tuple(chosen) if isinstance(chosen, (tuple, list)) else (chosen,)
+        return tensor_inputs("example_inputs", chosen)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

@@ -43,6 +43,7 @@ from compressor.distillation.teacher import (
 )
 from compressor.errors import ConfigError, InvalidTypeError, NonFiniteError
 from compressor.utils.finite import all_finite, find_non_finite
+from compressor.utils.inputs import as_args
 from compressor.utils.modes import record_modes, restore_modes
 
 __all__ = ["Distiller"]
@@ -137,7 +138,7 @@ class Distiller:
         if inputs is None:
             args, kwargs = captured.args, captured.kwargs
         else:
-            args, kwargs = _as_args(inputs), {}
+            args, kwargs = as_args(inputs), {}
         teacher_output = self._teacher_forward(args, kwargs)
         kd = soft_target_loss(logits_of(output, "student"), logits_of(teacher_output, "teacher"),
                               self.config.temperature)
@@ -318,10 +319,6 @@ class Distiller:
             self._channels_last = None
         self.discard()
         self.last_terms = {}
-
-
-def _as_args(inputs: Any) -> tuple[Any, ...]:
-    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
 
 
 def _scalar(value: Any, name: str) -> Tensor:

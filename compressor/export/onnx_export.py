@@ -38,6 +38,7 @@ from compressor.export.runtime import create_session, resize_batch, run_session,
 from compressor.export.translations import quantized_translations
 from compressor.quantization.modes import eval_mode
 from compressor.utils.diagnose import diagnose_failure
+from compressor.utils.inputs import tensor_inputs
 
 __all__ = ["export_onnx", "report_path_for", "rejected_path_for", "EXTERNAL_DATA_THRESHOLD"]
 
@@ -56,15 +57,6 @@ def rejected_path_for(path: str | Path) -> Path:
     """``model.onnx`` -> ``model.rejected.onnx`` (where a file that failed parity is kept)."""
     path = Path(path)
     return path.with_name(f"{path.stem}.rejected.onnx")
-
-
-def _as_inputs(name: str, value: Any) -> tuple[torch.Tensor, ...]:
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if not values or not all(isinstance(v, torch.Tensor) for v in values):
-        raise InvalidTypeError(
-            f"`{name}` must be a tensor or a tuple of tensors (the model's positional inputs), "
-            f"got {type(value).__name__}.")
-    return values
 
 
 def _model_bytes(model: nn.Module) -> int:
@@ -297,8 +289,8 @@ def _checked_arguments(model: nn.Module, path: str | Path, example_inputs: Any,
     if target.suffix != ".onnx":
         raise ConfigError(f"`path` must end with .onnx, got {str(path)!r}.")
     device = _device(model)
-    inputs = tuple(t.to(device) for t in _as_inputs("example_inputs", example_inputs))
-    checks = tuple(t.to(device) for t in _as_inputs("parity_inputs", parity_inputs)) \
+    inputs = tuple(t.to(device) for t in tensor_inputs("example_inputs", example_inputs))
+    checks = tuple(t.to(device) for t in tensor_inputs("parity_inputs", parity_inputs)) \
         if parity_inputs is not None else inputs
     if len(checks) != len(inputs):
         raise ConfigError(f"`parity_inputs` has {len(checks)} tensors, `example_inputs` "

@@ -16,7 +16,8 @@ import torch
 from torch import fx, nn
 
 from compressor.graph.propagate import op_name, shape_of
-from compressor.graph.trace import TracedModel, as_args, module_stack, trace_model
+from compressor.graph.trace import TracedModel, as_args, trace_model
+from compressor.utils.modules import module_stack
 
 __all__ = ["ResidualBlock", "find_residual_blocks"]
 
@@ -51,12 +52,12 @@ def find_residual_blocks(model: nn.Module, example_inputs: Any,
     traced = traced or trace_model(model, example_inputs)
     scopes: dict[str, list[fx.Node]] = {}
     for node in traced.graph.nodes:
-        for key, path in module_stack(node):
+        for key, path, _ in module_stack(node):
             if path:
                 scopes.setdefault(key, []).append(node)
     calls: dict[str, list[str]] = {}
     for key, nodes in scopes.items():
-        path = dict(module_stack(nodes[0]))[key]
+        path = next(p for k, p, _ in module_stack(nodes[0]) if k == key)
         calls.setdefault(path, []).append(key)
     blocks: list[ResidualBlock] = []
     for path, keys in sorted(calls.items(), key=lambda item: item[0].count(".")):

@@ -9,14 +9,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from compressor.utils.inputs import as_args
 from compressor.utils.modes import temporary_mode
 from compressor.utils.modules import count_parameters
 
 __all__ = ["count_macs", "macs_by_op", "model_size"]
-
-
-def _as_tuple(example_inputs: Any) -> tuple[Any, ...]:
-    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
 def macs_by_op(model: nn.Module, example_inputs: Any) -> dict[str, int]:
@@ -25,7 +22,7 @@ def macs_by_op(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     The count is per batch of ``example_inputs``; pass a batch of one for per-sample MACs.
     """
     with temporary_mode(model, False), torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(*_as_tuple(example_inputs))
+        model(*as_args(example_inputs))
     flops = counter.get_flop_counts().get("Global", {})
     return {str(op).removeprefix("aten."): int(count) // 2 for op, count in flops.items()}
 

@@ -35,7 +35,8 @@ from compressor.graph.rules.common import (
     shape_of,
     width,
 )
-from compressor.graph.trace import TracedModel, module_of, module_stack
+from compressor.graph.trace import TracedModel, module_of
+from compressor.utils.modules import module_stack
 
 __all__ = ["Propagation", "Propagator", "SizeAttribute", "NormUse", "propagate", "OUTPUT_REASON",
            "op_name", "shape_of"]
@@ -291,7 +292,7 @@ class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
 
         scopes: dict[fx.Node, str] = {}
         for node in self.traced.graph.nodes:
-            for key, path in module_stack(node):
+            for key, path, _ in module_stack(node):
                 module = self.model.get_submodule(path) if path else self.model
                 handler = handler_for(module)
                 if path and handler is not None and (handler.channelwise or handler.propagate):
@@ -304,7 +305,7 @@ class Propagator(LayerRules, ElementwiseRules, ReductionRules, ShapeRules):
         from compressor.graph.handlers import handler_for
 
         inside = set(nodes)
-        path = dict(module_stack(nodes[0]))[key]
+        path = next(p for k, p, _ in module_stack(nodes[0]) if k == key)
         module = self.model.get_submodule(path)
         handler = handler_for(module)
         inputs = list(dict.fromkeys(

@@ -8,7 +8,6 @@ by its qualified name.
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +17,16 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree
 
-from compressor.errors import CaptureError
+from compressor.utils.diagnose import capture_error, export_program
+from compressor.utils.inputs import as_args
 from compressor.utils.modes import refresh_mode_state, temporary_mode
+from compressor.utils.modules import innermost_module
 
 __all__ = ["TracedModel", "trace_model", "as_args", "module_of"]
+
+_PURPOSE = "structured pruning"
+_HINTS = ("Structured pruning and quantization need a traceable forward pass: avoid "
+          "data-dependent Python control flow, or apply them to a traceable submodule.")
 
 
 @dataclass
@@ -39,31 +44,10 @@ class TracedModel:
     inputs: list[str] = field(default_factory=list)
 
 
-def as_args(example_inputs: Any) -> tuple[Any, ...]:
-    """Example inputs as a tuple of positional arguments."""
-    if isinstance(example_inputs, tuple):
-        return example_inputs
-    if isinstance(example_inputs, list):
-        return tuple(example_inputs)
-    return (example_inputs,)
-
-
 def module_of(node: fx.Node) -> tuple[str, str]:
     """``(qualified name, type name)`` of the innermost module that ran ``node`` (``("", "")``
     when unknown)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        return "", ""
-    path, module_type = list(stack.values())[-1]
-    type_name = module_type if isinstance(module_type, str) else getattr(module_type, "__name__", "")
-    return path, type_name.rsplit(".", 1)[-1]
-
-
-def module_stack(node: fx.Node) -> list[tuple[str, str]]:
-    """Every enclosing module of ``node`` as ``(key, qualified name)`` pairs, outermost first; the
-    key distinguishes repeated calls of the same module."""
-    stack = node.meta.get("nn_module_stack") or {}
-    return [(key, value[0]) for key, value in stack.items()]
+    return innermost_module(node) or ("", "")
 
 
 def trace_model(model: nn.Module, example_inputs: Any) -> TracedModel:
@@ -83,12 +67,9 @@ def trace_model(model: nn.Module, example_inputs: Any) -> TracedModel:
         except Exception as error:  # noqa: BLE001 - retried once, then re-raised with context
             opaque = _opaque_output_types(model, args)
             if not opaque:
-                raise CaptureError(_describe_capture_failure(model, error)) from error
-            try:
-                with _left_out(opaque):
-                    program = torch.export.export(model, args, strict=False)
-            except Exception as retry_error:  # noqa: BLE001 - re-raised with context
-                raise CaptureError(_describe_capture_failure(model, retry_error)) from retry_error
+                raise capture_error(error, model, _PURPOSE, _HINTS) from error
+            with _left_out(opaque):
+                program = export_program(model, args, _PURPOSE, _HINTS)
     traced = TracedModel(program.graph_module.graph)
     own = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     own |= {name for name, _ in model.named_buffers(remove_duplicate=False)}
@@ -123,18 +104,6 @@ def _left_out(types: list[type]) -> Iterator[None]:
     finally:
         for cls in registered:
             _pytree._deregister_pytree_node(cls)  # noqa: SLF001 - no public inverse
-
-
-def _describe_capture_failure(model: nn.Module, error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    first = text[0] if text else type(error).__name__
-    modules = re.findall(r"L\['self'\]\.([\w.]+)|self\.([\w.]+)", str(error))
-    where = next((a or b for a, b in modules), "")
-    location = f" (in module `{where}`)" if where else ""
-    return (f"torch.export could not capture {type(model).__name__}{location}: "
-            f"{type(error).__name__}: {first}. Structured pruning and quantization need a "
-            "traceable forward pass: avoid data-dependent Python control flow, or apply them to a "
-            "traceable submodule.")
 
 
 def example_shapes(args: Sequence[Any]) -> list[tuple[int, ...]]:

@@ -9,12 +9,18 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
-from compressor.errors import CaptureError, InvalidTypeError
+from compressor.errors import InvalidTypeError
 from compressor.quantization.rewrites import expand_attention, flatten_linear_inputs
-from compressor.utils.diagnose import diagnose_failure
+from compressor.utils.diagnose import export_program
+from compressor.utils.inputs import as_args
 from compressor.utils.modes import record_modes, restore_modes
 
 __all__ = ["as_inputs", "capture"]
+
+_HINTS = ("Hints: quantize a submodule that torch.export can capture (pass it instead of the "
+          "whole model, or choose it with the callback's `student=`), keep {module} out of the "
+          "quantized part (in float), or rewrite the data-dependent code with tensor ops / "
+          "torch.cond.")
 
 
 def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
@@ -24,8 +30,7 @@ def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
     Raises:
         InvalidTypeError: not a tensor or a tuple/list of tensors with a batch dimension.
     """
-    values = (tuple(example_inputs) if isinstance(example_inputs, (tuple, list))
-              else (example_inputs,))
+    values = as_args(example_inputs)
     if not values or not all(isinstance(v, torch.Tensor) and v.dim() > 0 for v in values):
         raise InvalidTypeError(
             "`example_inputs` must be a tensor or a tuple of tensors with a batch dimension (the "
@@ -52,18 +57,8 @@ def capture(model: nn.Module, example_inputs: Any, training: bool,
     modes = record_modes(model)
     model.train(training)
     try:
-        program = torch.export.export(model, inputs, strict=False,
-                                      dynamic_shapes=tuple({0: batch} for _ in inputs))
-    except Exception as error:  # torch.export raises many unrelated types
-        info = diagnose_failure(error, model)
-        where = info.where()
-        culprit = f"`{info.module}`" if info.module else "the failing module"
-        raise CaptureError(
-            f"torch.export cannot capture {type(model).__name__} for quantization: {info.reason}"
-            + (f" ({where})" if where else "") + ". Hints: quantize a submodule that torch.export "
-            f"can capture (pass it instead of the whole model, or choose it with the callback's "
-            f"`student=`), keep {culprit} out of the quantized part (in float), or rewrite the "
-            "data-dependent code with tensor ops / torch.cond.") from error
+        program = export_program(model, inputs, "quantization", _HINTS,
+                                 dynamic_shapes=tuple({0: batch} for _ in inputs))
     finally:
         restore_modes(model, modes)
     graph = program.module()

@@ -39,7 +39,7 @@ from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
 from compressor.quantization.config import FIRST_LAYER, LAST_LAYER, QuantizationConfig
 from compressor.quantization.specs import SchemeSpecs, bias_spec, build_specs
-from compressor.utils.modules import innermost_module_path
+from compressor.utils.modules import innermost_module_path, module_stack
 from compressor.utils.names import matches
 
 __all__ = ["OrtQuantizer", "node_module", "quantized_layers"]
@@ -72,8 +72,7 @@ def node_module(node: Node) -> str | None:
 
 
 def _module_paths(node: Node) -> list[str]:
-    stack = node.meta.get("nn_module_stack") or {}
-    return [str(path).removeprefix("L['self'].") for path, _ in stack.values()]
+    return [path for _, path, _ in module_stack(node)]
 
 
 def _is_float_tensor(arg: Any) -> TypeGuard[Node]:

@@ -7,10 +7,14 @@ import re
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-__all__ = ["FailureInfo", "diagnose_failure", "failing_module"]
+from compressor.errors import CaptureError
+from compressor.utils.modules import innermost_module
+
+__all__ = ["FailureInfo", "diagnose_failure", "failing_module", "capture_error", "export_program"]
 
 _NO_FUNCTION = re.compile(
     r"No ONNX function found for <OpOverload\(op='([^']+)', overload='([^']+)'\)>")
@@ -80,10 +84,9 @@ def _module_of_node(model: nn.Module, example_inputs: tuple, node: str, op: str 
         return None
     for graph_node in program.graph.nodes:
         if graph_node.name == node or (op and str(graph_node.target).endswith(op)):
-            stack = graph_node.meta.get("nn_module_stack") or {}
-            if stack:
-                path, kind = list(stack.values())[-1]
-                return str(path), str(kind).rpartition(".")[2]
+            found = innermost_module(graph_node)
+            if found is not None:
+                return found
     return None
 
 
@@ -118,3 +121,30 @@ def diagnose_failure(error: BaseException, model: nn.Module,
         module = _module_of_node(model, example_inputs, node, op)
     return FailureInfo(stage, reason, op, node, location,
                        module[0] if module else None, module[1] if module else None)
+
+
+def capture_error(error: BaseException, model: nn.Module, purpose: str, hints: str) -> CaptureError:
+    """A :class:`~compressor.errors.CaptureError` for a failed ``torch.export`` capture of
+    ``model``: the reason, the source line and module it failed in, and ``hints`` (where
+    ``{module}`` stands for the failing module)."""
+    info = diagnose_failure(error, model)
+    where = info.where()
+    culprit = f"`{info.module}`" if info.module else "the failing module"
+    return CaptureError(f"torch.export cannot capture {type(model).__name__} for {purpose}: "
+                        f"{info.reason}" + (f" ({where})" if where else "") + ". "
+                        + hints.replace("{module}", culprit))
+
+
+def export_program(model: nn.Module, args: tuple[Any, ...], purpose: str, hints: str,
+                   dynamic_shapes: Any = None) -> Any:
+    """``torch.export.export(model, args, strict=False)``, the one capture every part uses.
+
+    Raises:
+        CaptureError: the capture failed (see :func:`capture_error`).
+    """
+    import torch
+
+    try:
+        return torch.export.export(model, args, strict=False, dynamic_shapes=dynamic_shapes)
+    except Exception as error:  # noqa: BLE001 - torch.export raises many unrelated types
+        raise capture_error(error, model, purpose, hints) from error

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils import _pytree
 
+from compressor.utils.inputs import as_args
 from compressor.utils.modes import record_modes, restore_modes
 from compressor.utils.modules import innermost_module_path
 
@@ -154,7 +155,7 @@ def find_non_finite(model: nn.Module, args: Any = (), kwargs: Mapping[str, Any] 
         non-finite), or ``None`` if the run gives finite outputs (the value was produced
         outside ``model``, e.g. by the loss function, or by randomness such as dropout).
     """
-    args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+    args = as_args(args)
     kwargs = dict(kwargs or {})
     if not all_finite((args, kwargs)):
         return NonFiniteSource("inputs")

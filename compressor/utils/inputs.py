@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, InvalidTypeError
 
-__all__ = ["INPUT_KEYS", "batch_inputs"]
+__all__ = ["INPUT_KEYS", "batch_inputs", "as_args", "tensor_inputs"]
 
 # Keys tried, in order, when a batch is a mapping.
 INPUT_KEYS = ("x", "input", "inputs", "image", "images", "pixel_values", "input_ids")
@@ -43,3 +43,22 @@ def batch_inputs(batch: Any, who: str = "compressor",
         f"{who} cannot find the model inputs in the batch ({shape}): it expects a tensor, a "
         f"tuple/list whose first element is the input tensor, or a mapping with one of the keys "
         f"{', '.join(INPUT_KEYS)}. {hint}")
+
+
+def as_args(inputs: Any) -> tuple[Any, ...]:
+    """Example inputs as a tuple of positional arguments (a tuple or list is spread, anything
+    else is the single argument)."""
+    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+def tensor_inputs(name: str, inputs: Any) -> tuple[torch.Tensor, ...]:
+    """``inputs`` (a tensor or a tuple/list of tensors) as a non-empty tuple of tensors.
+
+    Raises:
+        InvalidTypeError: anything else; the message names argument ``name``.
+    """
+    values = as_args(inputs)
+    if not values or not all(isinstance(v, torch.Tensor) for v in values):
+        raise InvalidTypeError(f"`{name}` must be a tensor or a tuple of tensors (the positional "
+                               f"inputs of forward), got {type(inputs).__name__}.")
+    return values

@@ -9,7 +9,8 @@ from torch import nn
 
 from compressor.errors import UnknownNameError
 
-__all__ = ["get_submodule", "set_submodule", "count_parameters", "innermost_module_path"]
+__all__ = ["module_stack", "innermost_module", "get_submodule", "set_submodule", "count_parameters",
+           "innermost_module_path"]
 
 
 def get_submodule(root: nn.Module, path: str) -> nn.Module:
@@ -40,10 +41,28 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def module_stack(node: Any) -> list[tuple[str, str, str]]:
+    """Every module enclosing a ``torch.export`` / ``torch.fx`` graph node, outermost first, as
+    ``(key, dotted path, type name)``; the key tells repeated calls of one module apart. The
+    only reader of ``nn_module_stack`` (empty when not recorded)."""
+    stack = getattr(node, "meta", {}).get("nn_module_stack") or {}
+    entries = []
+    for key, (path, kind) in stack.items():
+        type_name = kind if isinstance(kind, str) else getattr(kind, "__name__", "")
+        entries.append((str(key), str(path).removeprefix("L['self']."),
+                        type_name.rpartition(".")[2]))
+    return entries
+
+
+def innermost_module(node: Any) -> tuple[str, str] | None:
+    """``(dotted path, type name)`` of the innermost module that ran ``node`` (``None``: not
+    recorded; ``""`` is the root)."""
+    stack = module_stack(node)
+    return stack[-1][1:] if stack else None
+
+
 def innermost_module_path(node: Any) -> str | None:
-    """Dotted path of the innermost module that ran a ``torch.export`` / ``torch.fx`` graph node,
-    from its ``nn_module_stack`` (``""``: the root; ``None``: not recorded)."""
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return None
-    return str(list(stack.values())[-1][0]).removeprefix("L['self'].")
+    """Dotted path of the innermost module that ran a graph node (``""``: the root; ``None``:
+    not recorded)."""
+    found = innermost_module(node)
+    return found[0] if found else None

@@ -12,7 +12,8 @@ from torch import fx, nn
 from compressor.graph.atoms import Slot
 from compressor.graph.labels import canonical, per_index, varying_dims
 from compressor.graph.rules.common import Labels, NormUse, op_name, shape_of
-from compressor.graph.trace import module_of, module_stack
+from compressor.graph.trace import module_of
+from compressor.utils.modules import module_stack
 
 __all__ = ["LayerRules"]
 
@@ -175,7 +176,8 @@ class LayerRules:
         if not stack:
             return None
         key = stack[-1][0]
-        inside = {n for n in self.traced.graph.nodes if key in dict(module_stack(n))}
+        inside = {n for n in self.traced.graph.nodes
+                  if any(entry[0] == key for entry in module_stack(n))}
         entries = [arg for n in inside for arg in n.all_input_nodes
                    if arg not in inside and arg.name not in self.traced.tensors]
         entries = list(dict.fromkeys(entries))

@@ -23,7 +23,7 @@ from compressor.graph.rules.common import (
     shape_of,
     size_attributes,
 )
-from compressor.graph.trace import module_stack
+from compressor.utils.modules import module_stack
 
 __all__ = ["ShapeRules"]
 
