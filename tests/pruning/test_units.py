@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from compressor.models import create_model
 from compressor.pruning import Pruner, PruningConfig
 from compressor.pruning.allocation import (
     AllocationRequest,
@@ -15,18 +14,7 @@ from compressor.pruning.allocation import (
 from compressor.pruning.config import Granularity
 from compressor.pruning.units import UNITS, BlockUnits, GroupUnits, LayerUnits, NMUnits
 
-INPUTS = torch.randn(2, 1, 8, 8)
-
-
-def resnet():
-    torch.manual_seed(0)
-    return create_model("resnet8", num_classes=10, in_channels=1, width_mult=0.5)
-
-
-def vit():
-    torch.manual_seed(0)
-    return create_model("vit_tiny", num_classes=10, in_channels=1, image_size=8, dim=32, depth=2)
-
+from .test_pruner import INPUTS, resnet, vit
 
 CASES = [("unstructured", resnet, LayerUnits, 0.5), ("n:m", resnet, NMUnits, None),
          ("channel", resnet, GroupUnits, 0.5), ("head", vit, GroupUnits, 0.5),
