@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -86,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.set_defaults(handler=_cmd_train)
 
-    recipes = commands.add_parser("recipes", help="list the built-in recipes")
+    recipes = commands.add_parser(
+        "recipes", help="list the built-in recipes, or print the recipe JSON schema")
+    recipes.add_argument("what", nargs="?", choices=["list", "schema"], default="list",
+                         help="`schema`: the JSON schema of a recipe file (for editors)")
     recipes.set_defaults(handler=_cmd_recipes)
 
     models = commands.add_parser("models", help="list the reference models and data sets")
@@ -164,6 +168,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
+    if getattr(args, "what", "list") == "schema":
+        from compressor.recipes.json_schema import recipe_json_schema
+
+        print(json.dumps(recipe_json_schema(), indent=2))
+        return 0
     from compressor.recipes.loader import builtin_recipes
 
     for name, description in builtin_recipes().items():
