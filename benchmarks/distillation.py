@@ -96,7 +96,7 @@ def step_seconds(checkpoint: str, batch: int = 128) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(batch, 1, 28, 28, generator=generator)
     labels = torch.randint(0, 10, (batch,), generator=generator)
-    pruner = Pruner(student, PruningConfig("channel", 0.5, "l1"), inputs[:2])
+    pruner = Pruner(student, PruningConfig(granularity="channel", sparsity=0.5, criterion="l1"), inputs[:2])
     pruner.update()
     pruner.compact()
     student.train()

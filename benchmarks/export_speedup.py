@@ -53,7 +53,8 @@ def main() -> None:
             dense(batch)
     dense.eval()
     compacted = copy.deepcopy(dense)
-    pruner = Pruner(compacted, PruningConfig("channel", 0.5, "l1"), random_batches(1)[0][:2])
+    config = PruningConfig(granularity="channel", sparsity=0.5, criterion="l1")
+    pruner = Pruner(compacted, config, random_batches(1)[0][:2])
     pruner.update()
     pruner.compact()
     variants = {"dense fp32": dense, "int8": int8(dense), "50% channels": compacted,

@@ -5,7 +5,7 @@ Three ``transformers`` models (random weights: latency does not depend on the va
 trains on random labels only to run every callback for real): a ViT
 (``ViTForImageClassification``), BERT (``BertForSequenceClassification``) and GPT-2
 (``GPT2ForSequenceClassification``). Each is trained for ``--epochs`` short epochs on a plain
-LightningModule with ``Pruning("head", 0.5)`` (one shot at epoch 0, compaction at its end; with
+LightningModule with ``Pruning("head", sparsity=0.5)`` (one shot at epoch 0, compaction at its end; with
 ``--mlp`` a second, channel ``Pruning`` removes half of every MLP's hidden width as well),
 ``QuantizationAwareTraining(start_epoch=1)`` and ``ExportONNX``. The exported int8 file is
 compared with the dense fp32 file and the dense model's int8 file (PTQ with the same quantizer)
@@ -101,10 +101,10 @@ def compress(name: str, spec: Spec, epochs: int, mlp: bool, folder: Any) -> dict
     inputs = spec.make_inputs(64, 1)
     labels = torch.randint(0, spec.classes, (64,), generator=torch.Generator().manual_seed(2))
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=16)
-    callbacks: list[pl.Callback] = [Pruning("head", 0.5, criterion="l1", schedule="one-shot",
+    callbacks: list[pl.Callback] = [Pruning("head", sparsity=0.5, criterion="l1", schedule="one-shot",
                                             start_epoch=0)]
     if mlp:
-        callbacks.append(Pruning("channel", 0.5, criterion="l1", schedule="one-shot",
+        callbacks.append(Pruning("channel", sparsity=0.5, criterion="l1", schedule="one-shot",
                                  start_epoch=0))
     pruned_name = "50% heads" + (" + 50% MLP" if mlp else "") + " + int8 (one fit)"
     files[pruned_name] = folder / "pruned_int8.onnx"

@@ -205,8 +205,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     example = restored.example_inputs(args.batch if args.static_batch else 2)
     report = export_onnx(restored.model, out, example,
                          dynamic_batch=not args.static_batch, opset=args.opset,
-                         metadata={"recipe": restored.recipe.name,
-                                   "model": restored.recipe.model.name,
+                         metadata={"recipe": restored.recipe.get("name", ""),
+                                   "model": restored.model_spec.name,
                                    "input_shape": list(restored.input_shape)},
                          latency_batches=sorted({1, args.batch}), latency_repeats=args.repeats)
     print(report)

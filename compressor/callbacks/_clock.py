@@ -1,16 +1,13 @@
 """The schedule clock shared by ``Pruning`` and ``QuantizationAwareTraining``: a schedule is
-given in epochs or in optimizer steps (never both), and its events are compared across units
-once the epoch length is known."""
+given in epochs or in optimizer steps (never both, which their configs check), and its events
+are compared across units once the epoch length is known."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import pytorch_lightning as pl
-
-from compressor.errors import ConfigError
 
 __all__ = ["Clock", "steps_per_epoch"]
 
@@ -26,20 +23,6 @@ class Clock:
     """
 
     unit: Unit
-
-    @classmethod
-    def choose(cls, epochs: Mapping[str, int | None], steps: Mapping[str, int | None]) -> Clock:
-        """The clock of a schedule given by name -> value in ``epochs`` or ``steps``.
-
-        Raises:
-            ConfigError: values are given in both units.
-        """
-        given_epochs = [name for name, value in epochs.items() if value is not None]
-        given_steps = [name for name, value in steps.items() if value is not None]
-        if given_epochs and given_steps:
-            raise ConfigError(f"Give the schedule in epochs ({', '.join(epochs)}) or in steps "
-                              f"({', '.join(steps)}), not both.")
-        return cls("step" if given_steps else "epoch")
 
     def now(self, trainer: pl.Trainer) -> int:
         """The current epoch or optimizer step."""

@@ -10,8 +10,7 @@ user's code; ``teardown()`` restores the original ``training_step``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -24,24 +23,23 @@ from compressor.callbacks.state import compression_state, leave_state
 from compressor.distillation import (
     DistillationConfig,
     Distiller,
-    FeatureLoss,
-    TeacherPrecision,
     attach_parameters,
     load_teacher_weights,
     resolve_layers,
     snapshot,
 )
+from compressor.distillation.config import SELF_TEACHER
 from compressor.errors import (
     CompositionError,
     ConfigError,
     InvalidTypeError,
     NonFiniteError,
-    closest_names,
 )
+from compressor.utils.config import settings_config, with_config_signature
 
 __all__ = ["Distillation"]
 
-_SELF = "self"
+_SELF = SELF_TEACHER
 
 
 class Distillation(pl.Callback):
@@ -60,31 +58,21 @@ class Distillation(pl.Callback):
     forward is run again, only then) and a hint. The checks cost one ``isfinite`` per tensor
     of the teacher's output and one of the loss per step.
 
+    The teacher is frozen, kept in eval mode, outside the optimizer and outside the
+    LightningModule's ``state_dict``, and follows the student's device. A ``"self"`` teacher's
+    weights are saved with this callback's state, so a resumed run keeps the original teacher
+    (a run resumed from a checkpoint without that state uses the checkpoint's model). Feature
+    adapters are created at the first step, trained in an extra parameter group of the
+    optimizer and saved with this callback's state (never part of the student). The student is
+    looked up at every step, so replacing it (compaction, QAT preparation) is followed.
+
     Args:
-        teacher: An ``nn.Module``; ``"self"``, a frozen copy of the student taken in ``setup()``
-            before any compression (its weights are saved with this callback's state, so a
-            resumed run keeps the original teacher; a run resumed from a checkpoint without
-            that state uses the checkpoint's model); or the path of a Lightning checkpoint
-            (weights under a prefix such as ``"model."``) or of a plain state dict of the
-            student's architecture. The teacher is frozen, kept in eval mode, outside the
-            optimizer and outside the LightningModule's ``state_dict``, and follows the
-            student's device.
-        temperature: Soft-target temperature (> 0).
-        alpha: Weight of the KD term in ``[0, 1]``; the task loss gets ``1 - alpha``.
-        features: Feature hints ``{student_layer: teacher_layer}``; adapters bridging shape
-            differences are created at the first step, trained in an extra parameter group of
-            the optimizer and saved with this callback's state (never part of the student).
-        feature_loss: ``"mse"`` or ``"cosine"``.
-        feature_weight: Weight of the feature-hint losses.
-        attention: Attention-transfer pairs ``{student_layer: teacher_layer}`` or shared names.
-        attention_weight: Weight of the attention-transfer losses.
-        losses: Custom terms ``{name: fn(student_output, teacher_output, inputs) -> scalar}``.
-        student: Attribute path of the student in the LightningModule (default: its only child
-            with parameters). It is looked up at every step, so replacing it (compaction, QAT
-            preparation) is followed.
-        teacher_precision: ``"fp32"``, ``"bf16"`` (bfloat16 autocast: about half the teacher's
-            cost on CPUs with AVX512-BF16/AMX and recent GPUs) or ``"auto"`` (bf16 only where
-            the device supports it natively).
+        teacher: The ``teacher`` field given positionally: ``"self"`` (default), an
+            ``nn.Module`` or a checkpoint path.
+        config: A :class:`~compressor.distillation.DistillationConfig`; its fields may also be
+            given as keyword arguments (``Distillation("self", alpha=0.7)``), which override
+            those of ``config``.
+        **settings: Fields of :class:`~compressor.distillation.DistillationConfig`.
 
     Raises:
         ConfigError: invalid temperature/alpha/weights or a teacher path that does not exist.
@@ -92,27 +80,16 @@ class Distillation(pl.Callback):
         InvalidTypeError: arguments of the wrong type.
     """
 
-    def __init__(self, teacher: nn.Module | str | os.PathLike[str], temperature: float = 4.0,
-                 alpha: float = 0.5, features: Mapping[str, str] | None = None,
-                 feature_loss: FeatureLoss | str = "mse", feature_weight: float = 1.0,
-                 attention: Mapping[str, str] | Sequence[str] | None = None,
-                 attention_weight: float = 1.0,
-                 losses: Mapping[str, Callable[..., Tensor]] | None = None,
-                 student: str | None = None,
-                 teacher_precision: TeacherPrecision | str = "fp32") -> None:
-        self.config = DistillationConfig(
-            temperature=temperature, alpha=alpha, features=features or {},
-            feature_loss=feature_loss, feature_weight=feature_weight,
-            attention=attention or {},  # type: ignore[arg-type]  # lists are normalised
-            attention_weight=attention_weight, losses=losses or {},
-            teacher_precision=teacher_precision)
-        self.teacher_source = _check_teacher(teacher)
+    @with_config_signature(DistillationConfig)
+    def __init__(self, teacher: nn.Module | str | os.PathLike[str] | None = None, /,
+                 *, config: DistillationConfig | None = None, **settings: Any) -> None:
+        if teacher is not None:
+            settings["teacher"] = teacher
+        self.config = settings_config(DistillationConfig, config, settings, "Distillation")
+        self.teacher_source = self.config.teacher
         if isinstance(self.teacher_source, nn.Module):
             resolve_layers(self.teacher_source, self.config.teacher_layers, "teacher")
-        if student is not None and not isinstance(student, str):
-            raise InvalidTypeError(f"`student` must be an attribute path (str) or None, got "
-                                   f"{student!r}.")
-        self.student_path = student
+        self.student_path = self.config.student
         self.distiller: Distiller | None = None
         self._trainer: pl.Trainer | None = None
         self._pending_state: dict[str, Any] | None = None
@@ -313,28 +290,6 @@ class Distillation(pl.Callback):
         if isinstance(output, Tensor):
             return loss
         return {**output, "loss": loss}
-
-
-def _check_teacher(teacher: object) -> nn.Module | str:
-    """``teacher`` as a module, ``"self"`` or the path of an existing file."""
-    if isinstance(teacher, nn.Module):
-        return teacher
-    if isinstance(teacher, (str, os.PathLike)):
-        text = os.fspath(teacher)
-        if text.lower() == _SELF:
-            return _SELF
-        if Path(text).is_file():
-            return text
-        close = closest_names(text, [_SELF])
-        guess = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"`teacher` {text!r} is neither \"self\" nor an existing checkpoint file.{guess} "
-            "Pass an nn.Module, \"self\" (a frozen copy of the student taken before "
-            "compression) or the path of a Lightning checkpoint / state dict of the student's "
-            "architecture.")
-    raise InvalidTypeError(
-        f"`teacher` must be an nn.Module, \"self\" or a checkpoint path, got {teacher!r} "
-        f"({type(teacher).__name__}).")
 
 
 def _task_loss(output: Any) -> Tensor | None:

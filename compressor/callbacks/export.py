@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from compressor._validation import check_int
 from compressor.callbacks._student import find_student_path, get_student
 from compressor.callbacks.state import existing_state
 from compressor.errors import ConfigError, InvalidTypeError
+from compressor.export.config import ExportConfig
 from compressor.export.onnx_export import export_onnx
-from compressor.export.parity import ParityConfig
 from compressor.export.report import ExportReport
+from compressor.utils.config import settings_config, with_config_signature
 from compressor.utils.inputs import batch_inputs, tensor_inputs
 
 __all__ = ["ExportONNX"]
@@ -41,43 +40,28 @@ class ExportONNX(pl.Callback):
     ``example_inputs``); the LightningModule's ``example_input_array``.
 
     Args:
-        path: Target ``.onnx`` file.
+        path: The ``path`` field given positionally (the target ``.onnx`` file).
+        config: A :class:`~compressor.export.ExportConfig`; its fields may also be given as
+            keyword arguments (``ExportONNX("m.onnx", batch_sizes=(1,))``), which override
+            those of ``config``.
         example_inputs: A tensor or tuple of tensors for the student's ``forward``.
-        student: Attribute path of the model to export inside the LightningModule (``None``:
-            the only child module with parameters; ``""``: the LightningModule itself).
-        batch_sizes: Batch sizes whose ONNX Runtime latency is measured (empty to skip).
-        verify: Check parity, audit kernels and measure latency in ONNX Runtime.
-        parity: Parity thresholds.
-        metadata: Extra ``metadata_props`` for the file.
-        dynamic_batch: Symbolic batch dimension.
-        opset: ONNX opset (``None``: the exporter's default).
+        **settings: Fields of :class:`~compressor.export.ExportConfig`.
     """
 
-    def __init__(self, path: str | Path, example_inputs: Any = None, student: str | None = None,
-                 batch_sizes: Sequence[int] = (1, 32), verify: bool = True,
-                 parity: ParityConfig | None = None, metadata: Mapping[str, Any] | None = None,
-                 dynamic_batch: bool = True, opset: int | None = None) -> None:
-        if not isinstance(path, (str, Path)) or Path(path).suffix != ".onnx":
-            raise ConfigError(f"`path` must be a path ending with .onnx, got {path!r}.")
+    @with_config_signature(ExportConfig)
+    def __init__(self, path: str | Path | None = None, /, *, config: ExportConfig | None = None,
+                 example_inputs: Any = None, **settings: Any) -> None:
+        if path is not None:
+            settings["path"] = path
+        self.config = settings_config(ExportConfig, config, settings, "ExportONNX")
+        if self.config.path is None:
+            raise ConfigError("ExportONNX needs the `path` of the .onnx file to write, e.g. "
+                              "ExportONNX(\"out/model.onnx\").")
         if example_inputs is not None and not _is_inputs(example_inputs):
             raise InvalidTypeError("`example_inputs` must be a tensor or a tuple of tensors, got "
                                    f"{type(example_inputs).__name__}.")
-        if student is not None and not isinstance(student, str):
-            raise InvalidTypeError(f"`student` must be an attribute path (str) or None, got "
-                                   f"{student!r}.")
-        self.batch_sizes = tuple(check_int("batch_sizes[]", b, minimum=1) for b in batch_sizes)
-        if parity is not None and not isinstance(parity, ParityConfig):
-            raise InvalidTypeError(f"`parity` must be a ParityConfig, got {type(parity).__name__}.")
-        if opset is not None:
-            check_int("opset", opset, minimum=18)
-        self.path = Path(path)
+        self.path = self.config.path
         self.example_inputs = example_inputs
-        self.student = student
-        self.verify = verify
-        self.parity = parity
-        self.metadata = dict(metadata or {})
-        self.dynamic_batch = dynamic_batch
-        self.opset = opset
         self.report: ExportReport | None = None
         self._captured: torch.Tensor | None = None
 
@@ -107,13 +91,14 @@ class ExportONNX(pl.Callback):
         state = existing_state(pl_module)
         if state is not None:  # whatever the callbacks' order: e.g. export the int8 model
             state.finalize(pl_module)
-        model = get_student(pl_module, find_student_path(pl_module, self.student))
+        config = self.config
+        model = get_student(pl_module, find_student_path(pl_module, config.student))
         metadata = {"trained_epochs": trainer.current_epoch, "global_step": trainer.global_step,
-                    **self.metadata}
+                    **config.metadata}
         self.report = export_onnx(
-            model, self.path, self._inputs(pl_module), dynamic_batch=self.dynamic_batch,
-            opset=self.opset, metadata=metadata, verify=self.verify, parity=self.parity,
-            latency_batches=self.batch_sizes)
+            model, self.path, self._inputs(pl_module), dynamic_batch=config.dynamic_batch,
+            opset=config.opset, metadata=metadata, verify=config.verify, parity=config.parity,
+            latency_batches=config.batch_sizes, latency_repeats=config.latency_repeats)
         log.info("ONNX export report:\n%s", self.report)
         print(f"ONNX export written to {self.report.path}\n{self.report}", flush=True)
         figures = _figures(self.report)

@@ -9,13 +9,12 @@ the optimizer keeps its state for the surviving entries and training continues.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from compressor._validation import check_int
 from compressor.callbacks._clock import Clock
 from compressor.callbacks._finite import check_loss, stop_watching, watching_inputs
 from compressor.callbacks._inputs import example_inputs, train_loader
@@ -29,8 +28,8 @@ from compressor.callbacks.state import (
 )
 from compressor.errors import ConfigError, InvalidTypeError
 from compressor.graph.compact import compaction_history, replay_history
-from compressor.pruning import Granularity, Pruner, PruningConfig, make_schedule
-from compressor.pruning.schedules import ScheduleKind
+from compressor.pruning import Granularity, Pruner, PruningConfig
+from compressor.utils.config import settings_config, with_config_signature
 from compressor.utils.modes import temporary_mode
 from compressor.utils.optim import replace_parameters
 
@@ -60,63 +59,32 @@ class Pruning(pl.Callback):
     forward is run again, only then) and a hint. The check costs one ``isfinite`` per step.
 
     Args:
-        granularity: ``unstructured``, ``n:m``, ``channel``, ``head`` or ``block``.
-        sparsity: Target fraction removed, in ``[0, 1)`` (not used by ``n:m``).
-        criterion: ``l1``, ``l2``, ``taylor``, ``obd``, ``bn_scale`` or ``random``.
-        schedule: ``one-shot``, ``linear``, ``cubic``, ``exponential`` or ``iterative``.
-        start_epoch: First pruning epoch (default 0 when no step is given).
-        end_epoch: Epoch at whose start the target is reached (default ``start_epoch``).
-        start_step: First pruning optimizer step (instead of epochs).
-        end_step: Optimizer step where the target is reached.
-        frequency: Epochs or steps between mask updates.
-        increments: Number of equal increments of the ``iterative`` schedule.
-        allocation: ``uniform`` or ``global``.
-        overrides: Per-layer / per-group sparsity by module-name pattern.
-        ignore: Module-name patterns to leave untouched.
-        protect_first_last: Keep the first and last layer dense (unstructured, n:m).
-        n: Kept weights per group of ``m`` (``n:m``).
-        m: Group size of ``n:m`` sparsity.
-        compact: Physically remove channels/heads/blocks when the schedule ends.
-        calibration_batches: Training batches scored before a data-driven criterion (taylor,
-            obd) prunes before any training step has produced gradients.
+        granularity: The ``granularity`` field, positionally (``Pruning("channel",
+            sparsity=0.5)``).
+        config: A :class:`~compressor.pruning.PruningConfig`; its fields may also be given as
+            keyword arguments, which override those of ``config``.
         example_inputs: Inputs for tracing (structured granularities); by default the first
             training batch's inputs, else the LightningModule's ``example_input_array``.
-        student: Attribute path of the model to prune (default: the only child with parameters).
-        log_per_layer: Also log the measured sparsity of every layer or group.
-        seed: Seed of the ``random`` criterion.
+        **settings: Fields of :class:`~compressor.pruning.PruningConfig`.
     """
 
-    def __init__(self, granularity: Granularity | str = "unstructured", sparsity: float | None = None,
-                 criterion: str = "l1", schedule: ScheduleKind | str = "one-shot",
-                 start_epoch: int | None = None, end_epoch: int | None = None,
-                 start_step: int | None = None, end_step: int | None = None, frequency: int = 1,
-                 increments: int | None = None, allocation: str = "uniform",
-                 overrides: Mapping[str, float] | None = None, ignore: Sequence[str] | None = None,
-                 protect_first_last: bool = True, n: int = 2, m: int = 4, compact: bool = True,
-                 calibration_batches: int = 8, example_inputs: Any = None,
-                 student: str | None = None, log_per_layer: bool = True, seed: int = 0) -> None:
-        self.config = PruningConfig(granularity, sparsity, criterion, allocation, overrides or {},
-                                    ignore or (), protect_first_last, n, m, seed)
-        self.clock = Clock.choose({"start_epoch": start_epoch, "end_epoch": end_epoch},
-                                  {"start_step": start_step, "end_step": end_step})
-        by_step = self.clock.unit == "step"
-        start = (start_step if by_step else start_epoch) or 0
-        end = end_step if by_step else end_epoch
-        self.schedule = make_schedule(schedule, self.config.target, start, end, frequency,
-                                      increments)
-        if self.config.granularity is Granularity.NM and \
-                self.schedule.kind is not ScheduleKind.ONE_SHOT:
-            raise ConfigError("n:m sparsity is applied in one shot; use schedule='one-shot'.")
-        self.compact = bool(compact) and self.config.granularity.structured
-        self.calibration_batches = check_int("calibration_batches", calibration_batches, minimum=0)
+    @with_config_signature(PruningConfig)
+    def __init__(self, granularity: Granularity | str | None = None, /, *,
+                 config: PruningConfig | None = None, example_inputs: Any = None,
+                 **settings: Any) -> None:
+        if granularity is not None:
+            settings["granularity"] = granularity
+        self.config = settings_config(PruningConfig, config, settings, "Pruning")
+        self.clock = Clock(self.config.unit)
+        self.schedule = self.config.make_schedule()
+        self.compact = self.config.compact and self.config.granularity.structured
+        self.calibration_batches = self.config.calibration_batches
         if example_inputs is not None and not isinstance(example_inputs, (torch.Tensor, tuple, list)):
             raise InvalidTypeError(f"`example_inputs` must be a tensor or a tuple of tensors, got "
                                    f"{type(example_inputs).__name__}.")
         self.example_inputs = example_inputs
-        if student is not None and not isinstance(student, str):
-            raise InvalidTypeError(f"`student` must be an attribute path (str), got {student!r}.")
-        self.student_path = student
-        self.log_per_layer = bool(log_per_layer)
+        self.student_path = self.config.student
+        self.log_per_layer = self.config.log_per_layer
         self.pruner: Pruner | None = None
         self.last_event = -1
         self.compacted = False

@@ -9,13 +9,11 @@ validation; at the end of ``fit`` the student is converted to int8 (before ``Exp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from compressor._validation import check_int
 from compressor.callbacks._clock import Clock, steps_per_epoch
 from compressor.callbacks._finite import (
     check_loss,
@@ -33,7 +31,7 @@ from compressor.callbacks.state import (
     compression_state,
     leave_state,
 )
-from compressor.errors import ConfigError, InvalidTypeError
+from compressor.errors import ConfigError
 from compressor.quantization import (
     QuantizationConfig,
     convert,
@@ -44,6 +42,7 @@ from compressor.quantization import (
     set_qat_training,
     set_training,
 )
+from compressor.utils.config import settings_config, with_config_signature
 
 __all__ = ["QuantizationAwareTraining"]
 
@@ -65,23 +64,13 @@ class QuantizationAwareTraining(pl.Callback):
     for ResNet-18 on one CPU thread).
 
     Args:
-        start_epoch: Epoch whose start prepares the model for QAT (default 0: prepared in
-            ``setup``, before the optimizers are created).
-        freeze_bn_epoch: Epoch from which batch norm uses (and stops updating) its running
-            statistics, so the folded weights QAT sees match the converted model.
-        freeze_observer_epoch: Epoch from which the quantization ranges stop changing.
-        start_step: Optimizer step that prepares the model (instead of ``start_epoch``).
-        freeze_bn_step: Optimizer step from which batch norm is frozen.
-        freeze_observer_step: Optimizer step from which the ranges stop changing.
-        keep_float: Module-name patterns kept in float (``"@first"`` / ``"@last"`` for the
-            first / last convolution or linear layer).
-        quantize_matmul: Quantize attention matrix products (ONNX Runtime ``QLinearMatMul``).
-        averaging_constant: Weight of each new batch in the moving-average range estimates.
-        convert_at_end: Convert the student to int8 when ``fit`` ends.
+        config: A :class:`~compressor.quantization.QuantizationConfig` (the schedule and what
+            is quantized); or give its fields as keyword arguments
+            (``QuantizationAwareTraining(start_epoch=4, freeze_bn_epoch=5)``), which also
+            override the fields of ``config``.
         example_inputs: Inputs for ``torch.export`` (default: the first training batch's
             inputs, else the LightningModule's ``example_input_array``).
-        student: Attribute path of the model to quantize (default: the only child with
-            parameters). It must be a submodule, since it gets replaced.
+        **settings: Fields of :class:`~compressor.quantization.QuantizationConfig`.
 
     Raises:
         ConfigError: invalid schedule values.
@@ -89,41 +78,22 @@ class QuantizationAwareTraining(pl.Callback):
             has started; the message says how to fix the schedules.
     """
 
-    def __init__(self, start_epoch: int | None = None, freeze_bn_epoch: int | None = None,
-                 freeze_observer_epoch: int | None = None, start_step: int | None = None,
-                 freeze_bn_step: int | None = None, freeze_observer_step: int | None = None,
-                 keep_float: Sequence[str] = (), quantize_matmul: bool = True,
-                 averaging_constant: float = 0.01, convert_at_end: bool = True,
-                 example_inputs: Any = None, student: str | None = None) -> None:
-        epochs = {"start_epoch": start_epoch, "freeze_bn_epoch": freeze_bn_epoch,
-                  "freeze_observer_epoch": freeze_observer_epoch}
-        steps = {"start_step": start_step, "freeze_bn_step": freeze_bn_step,
-                 "freeze_observer_step": freeze_observer_step}
-        self.clock = Clock.choose(epochs, steps)
-        self.unit = self.clock.unit
-        start, freeze_bn, freeze_observer = (steps if self.unit == "step" else epochs).values()
-        self.start = check_int(f"start_{self.unit}", start or 0, minimum=0)
-        self.freeze_bn_at = self._check_after(f"freeze_bn_{self.unit}", freeze_bn)
-        self.freeze_observer_at = self._check_after(f"freeze_observer_{self.unit}", freeze_observer)
-        self.config = QuantizationConfig(keep_float=tuple(keep_float),
-                                         quantize_matmul=quantize_matmul,
-                                         averaging_constant=averaging_constant)
-        self.convert_at_end = bool(convert_at_end)
+    @with_config_signature(QuantizationConfig)
+    def __init__(self, *, config: QuantizationConfig | None = None, example_inputs: Any = None,
+                 **settings: Any) -> None:
+        self.config = settings_config(QuantizationConfig, config, settings,
+                                      "QuantizationAwareTraining")
+        self.clock = Clock(self.config.unit)
+        self.unit = self.config.unit
+        self.start = self.config.start
+        self.freeze_bn_at = self.config.freeze_bn_at
+        self.freeze_observer_at = self.config.freeze_observer_at
+        self.convert_at_end = self.config.convert_at_end
         self.example_inputs = example_inputs
-        if student is not None and not isinstance(student, str):
-            raise InvalidTypeError(f"`student` must be an attribute path (str), got {student!r}.")
-        self.student_path = student
+        self.student_path = self.config.student
         self._path = ""
         self.prepared = self.bn_frozen = self.observers_frozen = self.converted = False
         self._observed = False  # whether a training step has set the quantization ranges
-
-    def _check_after(self, name: str, value: int | None) -> int | None:
-        if value is None:
-            return None
-        check_int(name, value, minimum=0)
-        if value < self.start:
-            raise ConfigError(f"`{name}` ({value}) must not be before the QAT start ({self.start}).")
-        return value
 
     @property
     def state_key(self) -> str:

@@ -13,7 +13,6 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from compressor._validation import check_int, check_kwargs
 from compressor.data.datasets import (
     BatchAugment,
     ImageSplits,
@@ -24,6 +23,7 @@ from compressor.data.datasets import (
 )
 from compressor.data.sources import find_fashion_mnist
 from compressor.errors import ConfigError, UnknownNameError
+from compressor.utils.checks import check_int, check_kwargs
 
 __all__ = [
     "ClassificationDataModule",

@@ -14,20 +14,26 @@ feature hints, attention transfer and custom terms are added with their own weig
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Annotated, Any, Protocol, runtime_checkable
 
-from torch import Tensor
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic.json_schema import SkipJsonSchema
+from torch import Tensor, nn
 
-from compressor._validation import check_enum, check_float
 from compressor.distillation.teacher import TeacherPrecision
-from compressor.errors import ConfigError, InvalidTypeError
+from compressor.errors import ConfigError, InvalidTypeError, closest_names
+from compressor.utils.config import Config
 
-__all__ = ["DistillationConfig", "DistillationTerm", "FeatureLoss", "RESERVED_TERMS"]
+__all__ = ["DistillationConfig", "DistillationTerm", "FeatureLoss", "RESERVED_TERMS", "SELF_TEACHER"]
 
 #: Names of the built-in loss terms (custom terms may not reuse them).
 RESERVED_TERMS = ("loss", "task_loss", "kd_loss", "feature_loss", "attention_loss")
+
+#: The ``teacher`` value that distils from a frozen copy of the uncompressed student.
+SELF_TEACHER = _SELF = "self"
 
 
 class FeatureLoss(str, enum.Enum):
@@ -51,57 +57,58 @@ class DistillationTerm(Protocol):
                  inputs: tuple[Any, ...]) -> Tensor: ...
 
 
-@dataclass(frozen=True)
-class DistillationConfig:
-    """Validated distillation settings (see the module docstring for the combined loss).
+class DistillationConfig(Config):
+    """Everything about distillation: the teacher, the terms of the combined loss (see the
+    module docstring) and their weights. Used by :class:`~compressor.distillation.Distiller`,
+    the ``Distillation`` callback and recipe ``distillation`` sections (``Distiller`` receives
+    its teacher module directly and ignores ``teacher`` and ``student``)."""
 
-    Args:
-        temperature: Softmax temperature of the soft targets (> 0); the KD term is scaled by
-            ``temperature**2`` so its gradients keep their size when the temperature changes.
-        alpha: Weight of the KD term in ``[0, 1]``; the task loss gets ``1 - alpha``.
-        features: Feature hints ``{student_layer: teacher_layer}`` (dotted submodule names). A
-            learned adapter maps the student feature to the teacher's shape when they differ.
-        feature_loss: ``"mse"`` or ``"cosine"`` (``1 - cosine similarity`` per sample).
-        feature_weight: Weight of the summed feature-hint losses (>= 0).
-        attention: Attention-transfer pairs ``{student_layer: teacher_layer}``, or a list of
-            layer names present in both models. Channels may differ; spatial sizes must match.
-        attention_weight: Weight of the summed attention-transfer losses (>= 0).
-        losses: Custom terms ``{name: callable}`` (see :class:`DistillationTerm`), logged as
-            ``distill/<name>``.
-        teacher_precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"``: the precision of the
-            teacher's forward pass (see :class:`~compressor.distillation.teacher.TeacherPrecision`).
-    """
+    teacher: SkipJsonSchema[nn.Module] | str = _SELF
+    """``"self"`` (a frozen copy of the student taken before any compression), an
+    ``nn.Module``, or the path of a Lightning checkpoint (weights under a prefix such as
+    ``"model."``) or of a plain state dict of the student's architecture."""
+    temperature: Annotated[float, Field(gt=0.0)] = 4.0
+    """Softmax temperature of the soft targets (> 0, typically 1-8); the KD term is scaled by
+    ``temperature**2`` so its gradients keep their size when the temperature changes."""
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    """Weight of the KD term in ``[0, 1]``; the task loss gets ``1 - alpha``."""
+    features: dict[str, str] = Field(default_factory=dict)
+    """Feature hints ``{student_layer: teacher_layer}`` (dotted submodule names). A learned
+    adapter maps the student feature to the teacher's shape when they differ."""
+    feature_loss: FeatureLoss = FeatureLoss.MSE
+    """``"mse"`` or ``"cosine"`` (``1 - cosine similarity`` per sample)."""
+    feature_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    """Weight of the summed feature-hint losses (>= 0)."""
+    attention: dict[str, str] = Field(default_factory=dict)
+    """Attention-transfer pairs ``{student_layer: teacher_layer}``, or a list of layer names
+    present in both models. Channels may differ; spatial sizes must match."""
+    attention_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    """Weight of the summed attention-transfer losses (>= 0)."""
+    losses: SkipJsonSchema[dict[str, Callable[..., Tensor]]] = Field(default_factory=dict)
+    """Custom terms ``{name: callable}`` (see :class:`DistillationTerm`), logged as
+    ``distill/<name>``."""
+    teacher_precision: TeacherPrecision = TeacherPrecision.FP32
+    """``"fp32"``, ``"bf16"`` (bfloat16 autocast: about half the teacher's cost on CPUs with
+    AVX512-BF16/AMX and recent GPUs) or ``"auto"`` (bf16 only where the device supports it
+    natively)."""
+    student: str | None = None
+    """Attribute path of the student in the LightningModule (default: its only child with
+    parameters)."""
 
-    temperature: float = 4.0
-    alpha: float = 0.5
-    features: Mapping[str, str] = field(default_factory=dict)
-    feature_loss: FeatureLoss | str = FeatureLoss.MSE
-    feature_weight: float = 1.0
-    attention: Mapping[str, str] = field(default_factory=dict)  # or a list of shared names
-    attention_weight: float = 1.0
-    losses: Mapping[str, Callable[..., Tensor]] = field(default_factory=dict)
-    teacher_precision: TeacherPrecision | str = TeacherPrecision.FP32
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher(cls, value: Any) -> Any:
+        return _teacher_source(value)
 
-    def __post_init__(self) -> None:
-        hint = "See DistillationConfig for the combined loss."
-        set_ = object.__setattr__
-        set_(self, "temperature", check_float(
-            "temperature", self.temperature, 0.0, low_inclusive=False,
-            hint="Typical values are 1-8; higher values soften the teacher's probabilities."))
-        set_(self, "alpha", check_float(
-            "alpha", self.alpha, 0.0, 1.0,
-            hint="loss = (1 - alpha) * task_loss + alpha * kd_loss."))
-        set_(self, "feature_weight", check_float("feature_weight", self.feature_weight, 0.0,
-                                                 hint=hint))
-        set_(self, "attention_weight", check_float("attention_weight", self.attention_weight,
-                                                   0.0, hint=hint))
-        set_(self, "feature_loss", check_enum("feature_loss", self.feature_loss, FeatureLoss))
-        set_(self, "features", _layer_pairs("features", self.features))
-        set_(self, "attention", _layer_pairs("attention", self.attention))
-        set_(self, "losses", _custom_terms(self.losses))
-        set_(self, "teacher_precision", check_enum(
-            "teacher_precision", self.teacher_precision, TeacherPrecision,
-            hint="\"bf16\" halves the teacher's cost on hardware with native bfloat16."))
+    @field_validator("features", "attention", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any, info: ValidationInfo) -> dict[str, str]:
+        return _layer_pairs(str(info.field_name), value)
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _terms(cls, value: Any) -> dict[str, Callable[..., Tensor]]:
+        return _custom_terms(value)
 
     @property
     def student_layers(self) -> list[str]:
@@ -112,6 +119,28 @@ class DistillationConfig:
     def teacher_layers(self) -> list[str]:
         """Teacher layers whose outputs must be captured."""
         return list(dict.fromkeys([*self.features.values(), *self.attention.values()]))
+
+
+def _teacher_source(teacher: object) -> nn.Module | str:
+    """``teacher`` as a module, ``"self"`` or the path of an existing file."""
+    if isinstance(teacher, nn.Module):
+        return teacher
+    if isinstance(teacher, (str, os.PathLike)):
+        text = os.fspath(teacher)
+        if text.lower() == _SELF:
+            return _SELF
+        if Path(text).is_file():
+            return text
+        close = closest_names(text, [_SELF])
+        guess = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"`teacher` {text!r} is neither \"self\" nor an existing checkpoint file.{guess} "
+            "Pass an nn.Module, \"self\" (a frozen copy of the student taken before "
+            "compression) or the path of a Lightning checkpoint / state dict of the student's "
+            "architecture.")
+    raise InvalidTypeError(
+        f"`teacher` must be an nn.Module, \"self\" or a checkpoint path, got {teacher!r} "
+        f"({type(teacher).__name__}).")
 
 
 def _layer_pairs(name: str, value: object) -> dict[str, str]:

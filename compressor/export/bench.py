@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compressor._validation import check_int
 from compressor.errors import ConfigError, UnknownNameError
 from compressor.export.audit import KernelAudit, audit_int8_kernels
 from compressor.export.latency import LatencyResult, measure_latency
 from compressor.export.metadata import quantization_scheme
 from compressor.export.report import format_bytes
 from compressor.export.runtime import create_session, load_onnx, random_inputs
+from compressor.utils.checks import check_int
 from compressor.utils.tables import markdown_table, print_table
 
 __all__ = ["BenchEntry", "BenchResult", "compare_onnx"]

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from compressor._validation import check_int
 from compressor.errors import ConfigError
 from compressor.export.runtime import create_session, random_inputs, run_session
+from compressor.utils.checks import check_int
 
 __all__ = ["LatencyResult", "measure_latency"]
 

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor._validation import check_choice, check_int
 from compressor.errors import ConfigError, ExportError, InvalidTypeError, ParityError
 from compressor.export.audit import MODULE_SCOPES_KEY, audit_int8_kernels
 from compressor.export.latency import measure_latency
@@ -37,6 +36,7 @@ from compressor.export.report import ExportReport
 from compressor.export.runtime import create_session, resize_batch, run_session, session_inputs
 from compressor.export.translations import quantized_translations
 from compressor.quantization.modes import eval_mode
+from compressor.utils.checks import check_choice, check_int
 from compressor.utils.diagnose import diagnose_failure
 from compressor.utils.inputs import tensor_inputs
 

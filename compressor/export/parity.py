@@ -11,40 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
-from compressor._validation import check_float
+from compressor.utils.config import Config, NonNegativeFloat
 
 __all__ = ["ParityConfig", "ParityResult", "compare_outputs", "output_scales"]
 
 
-@dataclass(frozen=True)
-class ParityConfig:
-    """Acceptance thresholds of the parity check.
+class ParityConfig(Config):
+    """Acceptance thresholds of the parity check."""
 
-    Args:
-        atol: fp32: absolute tolerance.
-        rtol: fp32: tolerance relative to the largest reference output magnitude.
-        max_scale_units: int8: largest allowed difference in units of the output scale.
-        min_top1_agreement: int8: smallest allowed fraction of samples whose arg-max agrees
-            (only for outputs with a class dimension).
-        int8_atol: int8: the unit of the difference when the output is not quantized.
-    """
-
-    atol: float = 1e-4
-    rtol: float = 1e-4
-    max_scale_units: float = 8.0
-    min_top1_agreement: float = 0.9
-    int8_atol: float = 0.05
-
-    def __post_init__(self) -> None:
-        check_float("atol", self.atol, 0.0)
-        check_float("rtol", self.rtol, 0.0)
-        check_float("max_scale_units", self.max_scale_units, 0.0)
-        check_float("min_top1_agreement", self.min_top1_agreement, 0.0, 1.0)
-        check_float("int8_atol", self.int8_atol, 0.0, low_inclusive=False)
+    atol: NonNegativeFloat = 1e-4
+    """fp32: absolute tolerance."""
+    rtol: NonNegativeFloat = 1e-4
+    """fp32: tolerance relative to the largest reference output magnitude."""
+    max_scale_units: NonNegativeFloat = 8.0
+    """int8: largest allowed difference in units of the output scale."""
+    min_top1_agreement: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
+    """int8: smallest allowed fraction of samples whose arg-max agrees (only for outputs with a
+    class dimension)."""
+    int8_atol: Annotated[float, Field(gt=0.0)] = 0.05
+    """int8: the unit of the difference when the output is not quantized."""
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from compressor._validation import check_choice, check_int
 from compressor.errors import ExportError
+from compressor.utils.checks import check_choice, check_int
 
 __all__ = ["OPTIMIZATION_LEVELS", "load_onnx", "create_session", "session_inputs", "random_inputs",
            "resize_batch", "run_session"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressor._validation import check_float, check_int
+from compressor.utils.checks import check_float, check_int
 
 __all__ = ["MLP", "mlp"]
 

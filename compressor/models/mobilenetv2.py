@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressor._validation import check_float, check_int
 from compressor.models.resnet import _init_weights
+from compressor.utils.checks import check_float, check_int
 
 __all__ = ["SqueezeExcitation", "InvertedResidual", "MobileNetV2", "mobilenetv2"]
 

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 from torch import nn
 
-from compressor._validation import accepted_parameters, check_kwargs
 from compressor.errors import UnknownNameError
 from compressor.models.bottleneck import resnet50
 from compressor.models.mlp import mlp
 from compressor.models.mobilenetv2 import mobilenetv2
 from compressor.models.resnet import cifar_resnet, resnet18
 from compressor.models.vit import vit_tiny
+from compressor.utils.checks import accepted_parameters, check_kwargs
 
 __all__ = ["MODELS", "create_model", "list_models"]
 

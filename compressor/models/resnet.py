@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compressor._validation import check_float, check_int
 from compressor.errors import ConfigError
+from compressor.utils.checks import check_float, check_int
 
 __all__ = ["BasicBlock", "ResNet", "cifar_resnet", "resnet18"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressor._validation import check_int
 from compressor.errors import ConfigError
+from compressor.utils.checks import check_int
 
 __all__ = ["MultiHeadSelfAttention", "TransformerEncoderLayer", "VisionTransformer", "vit_tiny"]
 

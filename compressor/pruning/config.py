@@ -1,14 +1,16 @@
-"""``PruningConfig``: what to prune, how much, by which criterion and with which allocation."""
+"""``PruningConfig``: what to prune, how much, by which criterion, allocation and schedule."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import Annotated, Any
 
-from compressor._validation import check_enum, check_float, check_int
+from pydantic import Field, StrictInt, field_validator, model_validator
+
 from compressor.errors import ConfigError, InvalidTypeError
 from compressor.pruning.criteria import CriterionName
+from compressor.pruning.schedules import Schedule, ScheduleKind, make_schedule
+from compressor.utils.config import Config, Fraction, NonNegativeInt, PositiveInt, StrictBool
 
 __all__ = ["Granularity", "Allocation", "PruningConfig"]
 
@@ -36,82 +38,124 @@ class Allocation(str, enum.Enum):
     GLOBAL = "global"
 
 
-@dataclass(frozen=True)
-class PruningConfig:
-    """Validated pruning settings (all validation happens in the constructor).
+class PruningConfig(Config):
+    """Everything about pruning one model: what, how much, by which criterion, on which
+    schedule (used by :class:`~compressor.pruning.Pruner`, the ``Pruning`` callback and recipe
+    ``pruning`` sections; the :class:`Pruner` itself ignores the schedule fields).
 
-    Attributes:
-        granularity: ``unstructured``, ``n:m``, ``channel``, ``head`` or ``block``.
-        sparsity: Target fraction in ``[0, 1)`` of weights (unstructured), channels, heads or
-            residual blocks to remove. For ``n:m`` it is ``1 - n/m`` (leave it ``None``).
-        criterion: ``l1``, ``l2``, ``taylor``, ``obd``, ``bn_scale`` or ``random``.
-        allocation: ``uniform`` or ``global``.
-        overrides: Per-layer (unstructured, n:m) or per-group (channel, head: matched against the
-            modules producing the channels) sparsity by name pattern (see :mod:`compressor.utils.names`), e.g.
-            ``{"layers.2.*": 0.7}``.
-        ignore: Module name patterns left untouched (for channel/head granularity, every group
-            that touches an ignored module).
-        protect_first_last: Leave the first and the last prunable layer (by registration order:
-            usually the stem convolution and the classifier) unpruned in ``unstructured`` and
-            ``n:m`` modes. In ``channel`` mode the model's input channels and output logits are
-            never removed anyway.
-        n: Kept weights per group of ``m`` (``n:m`` only).
-        m: Group size along the input dimension (``n:m`` only).
-        seed: Seed of the ``random`` criterion.
+    When to prune is given in epochs (``start_epoch``/``end_epoch``) or in optimizer steps
+    (``start_step``/``end_step``), never both.
     """
 
-    granularity: Granularity | str = Granularity.UNSTRUCTURED
-    sparsity: float | None = None
-    criterion: CriterionName | str = CriterionName.L1
-    allocation: Allocation | str = Allocation.UNIFORM
-    overrides: Mapping[str, float] = field(default_factory=dict)
-    ignore: Sequence[str] = ()
-    protect_first_last: bool = True
-    n: int = 2
-    m: int = 4
-    seed: int = 0
+    granularity: Granularity = Granularity.UNSTRUCTURED
+    """``unstructured``, ``n:m``, ``channel``, ``head`` or ``block``."""
+    sparsity: Fraction | None = None
+    """Target fraction in ``[0, 1)`` of weights (unstructured), channels, heads or residual
+    blocks to remove. For ``n:m`` it is ``1 - n/m`` (leave it unset)."""
+    criterion: CriterionName = CriterionName.L1
+    """``l1``, ``l2``, ``taylor``, ``obd``, ``bn_scale`` or ``random``."""
+    schedule: ScheduleKind = ScheduleKind.ONE_SHOT
+    """``one-shot``, ``linear``, ``cubic``, ``exponential`` or ``iterative``."""
+    start_epoch: NonNegativeInt | None = None
+    """First pruning epoch (default 0 when no step is given)."""
+    end_epoch: NonNegativeInt | None = None
+    """Epoch at whose start the target is reached (default ``start_epoch``)."""
+    start_step: NonNegativeInt | None = None
+    """First pruning optimizer step (instead of epochs)."""
+    end_step: NonNegativeInt | None = None
+    """Optimizer step where the target is reached."""
+    frequency: PositiveInt = 1
+    """Epochs or steps between mask updates."""
+    increments: PositiveInt | None = None
+    """Number of equal increments of the ``iterative`` schedule."""
+    allocation: Allocation = Allocation.UNIFORM
+    """``uniform`` (every layer or group gets the same sparsity) or ``global`` (one ranking)."""
+    overrides: dict[str, Fraction] = Field(default_factory=dict)
+    """Per-layer (unstructured) or per-group (channel, head: matched against the modules
+    producing the channels) sparsity by name pattern (see :mod:`compressor.utils.names`), e.g.
+    ``{"layers.2.*": 0.7}``."""
+    ignore: tuple[str, ...] = ()
+    """Module-name patterns left untouched (for channel/head granularity, every group that
+    touches an ignored module)."""
+    protect_first_last: StrictBool = True
+    """Leave the first and the last prunable layer (by registration order: usually the stem
+    convolution and the classifier) unpruned in ``unstructured`` and ``n:m`` modes. Channel
+    pruning never removes the model's input channels or output logits anyway."""
+    n: PositiveInt = 2
+    """Kept weights per group of ``m`` (``n:m`` only)."""
+    m: Annotated[StrictInt, Field(ge=2)] = 4
+    """Group size along the input dimension (``n:m`` only)."""
+    compact: StrictBool = True
+    """Physically remove channels, heads or blocks when the schedule ends (structured only)."""
+    calibration_batches: NonNegativeInt = 8
+    """Training batches scored before a data-driven criterion (taylor, obd) prunes before any
+    training step has produced gradients."""
+    student: str | None = None
+    """Attribute path of the model to prune in the LightningModule (default: its only child
+    with parameters)."""
+    log_per_layer: StrictBool = True
+    """Also log the measured sparsity of every layer or group."""
+    seed: NonNegativeInt = 0
+    """Seed of the ``random`` criterion."""
 
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        granularity = check_enum("granularity", self.granularity, Granularity)
-        set_(self, "granularity", granularity)
-        set_(self, "criterion", check_enum("criterion", self.criterion, CriterionName))
-        set_(self, "allocation", check_enum("allocation", self.allocation, Allocation))
-        check_int("n", self.n, minimum=1)
-        check_int("m", self.m, minimum=2)
-        check_int("seed", self.seed, minimum=0)
-        if granularity is Granularity.NM:
-            if self.n >= self.m:
-                raise ConfigError(f"N:M sparsity needs n < m, got n={self.n}, m={self.m} "
-                                  "(e.g. n=2, m=4 keeps 2 of every 4 weights).")
-            nm_sparsity = 1.0 - self.n / self.m
-            if self.sparsity is not None and abs(self.sparsity - nm_sparsity) > 1e-9:
-                raise ConfigError(f"`sparsity` is fixed by n:m ({self.n}:{self.m} -> "
-                                  f"{nm_sparsity:g}); got {self.sparsity}. Leave it unset.")
-            set_(self, "sparsity", nm_sparsity)
-        else:
-            if self.sparsity is None:
-                raise ConfigError("`sparsity` is required (a fraction in [0, 1)).")
-            check_float("sparsity", self.sparsity, 0.0, 1.0, high_inclusive=False,
-                        hint="Use e.g. 0.5 to remove half.")
-        if not isinstance(self.overrides, Mapping):
-            raise InvalidTypeError(f"`overrides` must map name patterns to sparsities, got "
-                                   f"{self.overrides!r}.")
-        for pattern, value in self.overrides.items():
-            check_float(f"overrides[{pattern!r}]", value, 0.0, 1.0, high_inclusive=False)
-        if isinstance(self.ignore, str) or not all(isinstance(p, str) for p in self.ignore):
+    @field_validator("ignore", mode="before")
+    @classmethod
+    def _patterns(cls, value: Any) -> Any:
+        if isinstance(value, str):
             raise InvalidTypeError(f"`ignore` must be a list of module name patterns, got "
-                                   f"{self.ignore!r}.")
-        set_(self, "ignore", tuple(self.ignore))
-        set_(self, "overrides", dict(self.overrides))
+                                   f"{value!r}; write [{value!r}].")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PruningConfig:
+        granularity = self.granularity
+        if granularity is Granularity.NM:
+            _check_nm(self)
+        elif self.sparsity is None:
+            raise ConfigError("`sparsity` is required (a fraction in [0, 1), e.g. 0.5 to "
+                              "remove half).")
         if self.criterion is CriterionName.BN_SCALE and not granularity.structured:
             raise ConfigError("criterion 'bn_scale' ranks channels by their normalisation scale; "
                               "use it with granularity 'channel', 'head' or 'block'.")
-        if granularity is Granularity.NM and self.overrides:
-            raise ConfigError("`overrides` do not apply to n:m sparsity (every layer gets n:m); "
-                              "use `ignore` to leave layers dense.")
+        epochs = [n for n in ("start_epoch", "end_epoch") if getattr(self, n) is not None]
+        steps = [n for n in ("start_step", "end_step") if getattr(self, n) is not None]
+        if epochs and steps:
+            raise ConfigError("Give the schedule in epochs (start_epoch, end_epoch) or in steps "
+                              "(start_step, end_step), not both.")
+        self.make_schedule()  # raises on an impossible schedule
+        return self
 
     @property
     def target(self) -> float:
         """The final sparsity (``1 - n/m`` for n:m)."""
+        if self.granularity is Granularity.NM:
+            return 1.0 - self.n / self.m
         return float(self.sparsity or 0.0)
+
+    @property
+    def unit(self) -> str:
+        """``"step"`` when the schedule is given in optimizer steps, else ``"epoch"``."""
+        return "step" if self.start_step is not None or self.end_step is not None else "epoch"
+
+    def make_schedule(self) -> Schedule:
+        """The sparsity schedule in :attr:`unit` time steps."""
+        by_step = self.unit == "step"
+        start = (self.start_step if by_step else self.start_epoch) or 0
+        end = self.end_step if by_step else self.end_epoch
+        return make_schedule(self.schedule, self.target, start, end, self.frequency,
+                             self.increments)
+
+
+def _check_nm(config: PruningConfig) -> None:
+    if config.n >= config.m:
+        raise ConfigError(f"N:M sparsity needs n < m, got n={config.n}, m={config.m} "
+                          "(e.g. n=2, m=4 keeps 2 of every 4 weights).")
+    nm_sparsity = 1.0 - config.n / config.m
+    if config.sparsity is not None and abs(config.sparsity - nm_sparsity) > 1e-9:
+        raise ConfigError(f"`sparsity` is fixed by n:m ({config.n}:{config.m} -> "
+                          f"{nm_sparsity:g}); got {config.sparsity}. Leave it unset.")
+    if config.overrides:
+        raise ConfigError("`overrides` do not apply to n:m sparsity (every layer gets n:m); "
+                          "use `ignore` to leave layers dense.")
+    if config.schedule is not ScheduleKind.ONE_SHOT:
+        raise ConfigError("n:m sparsity is applied in one shot; use schedule='one-shot'.")

@@ -20,8 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from compressor._validation import check_enum
 from compressor.errors import ConfigError
+from compressor.utils.checks import check_enum
 
 __all__ = ["CriterionName", "Criterion", "Magnitude", "Taylor", "OBD", "BNScale", "Random",
            "make_criterion"]

@@ -2,7 +2,7 @@
 
 ::
 
-    pruner = Pruner(model, PruningConfig("channel", sparsity=0.5, criterion="taylor"), inputs)
+    pruner = Pruner(model, PruningConfig(granularity="channel", sparsity=0.5, criterion="taylor"), inputs)
     schedule = make_schedule("cubic", 0.5, start=0, end=1000, frequency=100)
     pruner.attach(optimizer)                      # masks stay enforced from now on
     for step, (x, y) in enumerate(loader):

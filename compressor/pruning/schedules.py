@@ -12,8 +12,8 @@ import enum
 import math
 from dataclasses import dataclass
 
-from compressor._validation import check_enum, check_float, check_int
 from compressor.errors import ConfigError
+from compressor.utils.checks import check_enum, check_float, check_int
 
 __all__ = ["ScheduleKind", "Schedule", "make_schedule"]
 

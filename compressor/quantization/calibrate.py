@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch.fx import GraphModule
 
-from compressor._validation import check_int
 from compressor.errors import ConfigError
 from compressor.quantization.info import quantization_info
 from compressor.quantization.modes import set_training
+from compressor.utils.checks import check_int
 from compressor.utils.inputs import batch_inputs
 
 __all__ = ["calibrate"]

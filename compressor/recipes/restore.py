@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from compressor.callbacks.run_info import RUN_INFO_KEY
 from compressor.errors import ConfigError
 from compressor.graph.compact import replay_history
 from compressor.models.registry import create_model
-from compressor.recipes.loader import recipe_from_dict
-from compressor.recipes.schema import Recipe
+from compressor.recipes.schema import ModelSpec
+from compressor.utils.config import config_error
 from compressor.utils.io import load_checkpoint
 
 __all__ = ["RestoredModel", "restore_model", "run_info", "RUN_INFO_KEY"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
@@ -24,7 +28,9 @@ class RestoredModel:
     """A model rebuilt from a checkpoint, with the recipe and the input shape it was trained on."""
 
     model: nn.Module
-    recipe: Recipe
+    recipe: dict[str, Any]
+    """The recipe of the run, as embedded in the checkpoint."""
+    model_spec: ModelSpec
     input_shape: tuple[int, ...]
     num_classes: int
 
@@ -69,11 +75,13 @@ def restore_model(path: str | Path) -> RestoredModel:
     """
     checkpoint = load_checkpoint(path)
     info = run_info(checkpoint)
-    recipe = recipe_from_dict(info["recipe"], source=f"embedded in {path}")
+    recipe = dict(info["recipe"])
+    # Only what rebuilds the model is validated: the rest of the run (a teacher file, export
+    # settings) need not exist or be current where the checkpoint is opened.
+    spec = _section(ModelSpec, recipe.get("model", {}), path, "model")
     input_shape = tuple(int(d) for d in info["input_shape"])
-    model = create_model(recipe.model.name, num_classes=int(info["num_classes"]),
-                         in_channels=input_shape[0], image_size=input_shape[1],
-                         **recipe.model.options)
+    model = create_model(spec.name, num_classes=int(info["num_classes"]),
+                         in_channels=input_shape[0], image_size=input_shape[1], **spec.options)
     replay_history(model, saved_history(checkpoint))
     state = {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()
              if key.startswith("model.")}
@@ -83,10 +91,9 @@ def restore_model(path: str | Path) -> RestoredModel:
                           "quantization parameters live in the graph, not in the weights: "
                           "restore a checkpoint taken during training (e.g. the last epoch's).")
     if quantization is not None:
-        from compressor.callbacks.quantization import QuantizationAwareTraining
-        from compressor.quantization import convert, freeze_batch_norm, prepare_qat
+        from compressor.quantization import QuantizationConfig, convert, freeze_batch_norm, prepare_qat
 
-        config = QuantizationAwareTraining(**(recipe.quantization or {})).config
+        config = _section(QuantizationConfig, recipe.get("quantization") or {}, path, "quantization")
         model = prepare_qat(model, (torch.zeros(2, *input_shape),), config)
         if quantization.get("bn_frozen"):
             freeze_batch_norm(model)
@@ -94,4 +101,15 @@ def restore_model(path: str | Path) -> RestoredModel:
         model = convert(model)
     else:
         model.load_state_dict(state)
-    return RestoredModel(model.eval(), recipe, input_shape, int(info["num_classes"]))
+    return RestoredModel(model.eval(), recipe, spec, input_shape, int(info["num_classes"]))
+
+
+def _section(model_type: type[M], values: Any, path: str | Path, key: str) -> M:
+    """Validate one section of an embedded recipe, naming the checkpoint on failure."""
+    from pydantic import ValidationError
+
+    try:
+        return model_type.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(f"The `{key}` section of the recipe embedded in {path} is invalid: "
+                          f"{config_error(model_type, error)}") from None

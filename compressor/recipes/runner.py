@@ -68,7 +68,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, progress: bool
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
     datamodule = create_datamodule(recipe.data.name, **recipe.data.options)
     model = build_model(recipe, datamodule)
-    build_callbacks(recipe)  # fail on bad callback settings before any training
+    callbacks = build_callbacks(recipe)  # from the sections validated when the recipe loaded
     stages: dict[str, dict[str, Any]] = {}
     checkpoint: Path | None = None
     if recipe.baseline is not None:
@@ -78,7 +78,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, progress: bool
     dense = copy.deepcopy(model) if recipe.compresses and compare_dense else None
     name = "compressed" if recipe.compresses else "dense"
     stages[name], checkpoint, final = _run_stage(recipe, name, recipe.train, model, datamodule,
-                                                 build_callbacks(recipe), out, progress)
+                                                 callbacks, out, progress)
     deployment = None
     if recipe.export is not None:
         deployment = deploy(final, dense, datamodule, recipe.export, out)
@@ -173,13 +173,17 @@ def deploy(model: torch.nn.Module, dense: torch.nn.Module | None,
     example, parity = test.images[:2].clone(), test.images[:64].clone()
     models = {"model": model} if dense is None else {"model": model, "dense": dense}
     files = {key: out / f"{key}.onnx" for key in models}
+    if spec.path is not None:
+        files["model"] = spec.path
     reports = {key: export_onnx(models[key], path, example, parity_inputs=parity,
-                                latency_batches=()) for key, path in files.items()}
+                                latency_batches=(), verify=spec.verify, parity=spec.parity,
+                                metadata=spec.metadata, dynamic_batch=spec.dynamic_batch,
+                                opset=spec.opset) for key, path in files.items()}
     accuracy = {key: onnx_accuracy(path, datamodule.test_dataloader())
                 for key, path in files.items()}
     bench = compare_onnx({key: str(path) for key, path in files.items()},
                          baseline="dense" if dense is not None else None,
-                         batch_sizes=sorted({1, spec.batch}), repeats=spec.repeats)
+                         batch_sizes=list(spec.batch_sizes), repeats=spec.latency_repeats)
     return {"files": {k: str(v) for k, v in files.items()},
             "reports": {k: r.to_dict() for k, r in reports.items()},
             "accuracy": accuracy, "bench": bench.to_dict(), "title": bench.title(),

@@ -1,26 +1,30 @@
 """The recipe schema: one YAML file describes the model, the data and the training run.
 
-Unknown keys are rejected everywhere (a typo never silently does nothing); model and data options
-are checked against the constructor they are passed to.
+Unknown keys are rejected everywhere, with the closest known key (a typo never silently does
+nothing); model and data options are checked against the constructor they are passed to. The
+compression sections are the typed configs of the parts (``PruningConfig``,
+``DistillationConfig``, ``QuantizationConfig``, ``ExportConfig``): a recipe is validated once,
+when it loads, and its callbacks are built from those configs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from compressor._validation import check_kwargs
-from compressor.errors import CompressorError, ConfigError, UnknownNameError
+from compressor.distillation.config import DistillationConfig
+from compressor.errors import ConfigError, UnknownNameError
+from compressor.export.config import ExportConfig
+from compressor.pruning.config import PruningConfig
+from compressor.quantization.config import QuantizationConfig
 from compressor.training.optim import OptimizerConfig, SchedulerConfig
+from compressor.utils.checks import check_kwargs
+from compressor.utils.config import Config, NonNegativeInt, PositiveInt, StrictBool, problem_line
 
 __all__ = ["ModelSpec", "DataSpec", "TrainSpec", "ExportSpec", "Recipe", "format_validation_error",
            "build_callbacks"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelSpec(BaseModel):
@@ -73,73 +77,65 @@ class DataSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class TrainSpec(_Strict):
+class TrainSpec(Config):
     """How long and how to train."""
 
-    epochs: int = Field(10, ge=1)
+    epochs: PositiveInt = 10
+    """Training epochs of this stage."""
     optimizer: OptimizerConfig = OptimizerConfig()
+    """The optimizer and its settings."""
     scheduler: SchedulerConfig = SchedulerConfig(warmup_epochs=0.5)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    accumulate_grad_batches: int = Field(1, ge=1)
-    limit_train_batches: int | float | None = Field(None, gt=0)
-    limit_val_batches: int | float | None = Field(None, ge=0)
+    """The learning-rate schedule."""
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Label smoothing of the cross-entropy loss."""
+    accumulate_grad_batches: PositiveInt = 1
+    """Batches whose gradients are accumulated per optimizer step."""
+    limit_train_batches: Annotated[int | float, Field(gt=0)] | None = None
+    """Training batches per epoch (an int) or fraction of them (a float); all by default."""
+    limit_val_batches: Annotated[int | float, Field(ge=0)] | None = None
+    """Validation batches per epoch (an int) or fraction of them (a float); all by default."""
 
 
-class ExportSpec(_Strict):
+class ExportSpec(ExportConfig):
     """Export the final model to ONNX (int8 after QAT), verify it, measure its accuracy in ONNX
     Runtime and, with ``compare_dense``, time it side by side with the dense fp32 model."""
 
-    batch: int = Field(32, ge=1, description="batch size timed besides batch 1")
-    repeats: int = Field(30, ge=1, description="interleaved timed runs per model and batch")
-    compare_dense: bool = True
+    latency_repeats: PositiveInt = 30
+    """Interleaved timed runs per model and batch size."""
+    compare_dense: StrictBool = True
+    """Also export the dense fp32 model (before compression) and time both side by side."""
 
 
-class Recipe(_Strict):
+class Recipe(Config):
     """A complete run: model, data, training, compression and where to write the results.
 
     ``baseline`` (optional) trains the dense model first; ``train`` is then the compression
-    fit, with the callbacks of the ``pruning``, ``distillation``, ... sections (each section
-    holds the keyword arguments of the callback of the same name).
+    fit, with the callbacks of the ``pruning``, ``distillation`` and ``quantization`` sections
+    (each section is the config of the callback of the same name).
     """
 
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Name of the run (its default output folder is ``runs/<name>``)."""
     description: str = ""
-    seed: int = Field(0, ge=0)
+    """One line shown by ``compressor recipes``, then any detail."""
+    seed: NonNegativeInt = 0
+    """Seed of everything random in the run."""
     model: ModelSpec = ModelSpec()
+    """The model to train and compress."""
     data: DataSpec = DataSpec()
+    """The data set."""
     baseline: TrainSpec | None = None
+    """Train the dense model first (a separate fit)."""
     train: TrainSpec = TrainSpec()
-    pruning: list[dict[str, Any]] = Field(default_factory=list)
-    distillation: dict[str, Any] | None = None
-    quantization: dict[str, Any] | None = None
+    """The (compression) fit."""
+    pruning: list[PruningConfig] = Field(default_factory=list)
+    """Pruning callbacks, one entry each (see ``PruningConfig``)."""
+    distillation: DistillationConfig | None = None
+    """Distillation (see ``DistillationConfig``)."""
+    quantization: QuantizationConfig | None = None
+    """Quantization-aware training (see ``QuantizationConfig``)."""
     export: ExportSpec | None = None
-
-    @field_validator("pruning")
-    @classmethod
-    def _check_pruning(cls, sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from compressor.callbacks.pruning import Pruning
-
-        for index, section in enumerate(sections):
-            _build_callback(Pruning, section, f"entry {index}")
-        return sections
-
-    @field_validator("distillation")
-    @classmethod
-    def _check_distillation(cls, section: dict[str, Any] | None) -> dict[str, Any] | None:
-        from compressor.callbacks.distillation import Distillation
-
-        if section is not None:
-            _build_callback(Distillation, section, "")
-        return section
-
-    @field_validator("quantization")
-    @classmethod
-    def _check_quantization(cls, section: dict[str, Any] | None) -> dict[str, Any] | None:
-        from compressor.callbacks.quantization import QuantizationAwareTraining
-
-        if section is not None:
-            _build_callback(QuantizationAwareTraining, section, "")
-        return section
+    """Export, verify and time the final model in ONNX Runtime."""
 
     @property
     def compresses(self) -> bool:
@@ -147,40 +143,22 @@ class Recipe(_Strict):
         return bool(self.pruning or self.distillation or self.quantization)
 
 
-def _build_callback(callback: type, section: dict[str, Any], where: str) -> Any:
-    """Construct ``callback(**section)`` so every key and value is validated at load time."""
-    prefix = f"{where}: " if where else ""
-    check_kwargs(f"{prefix}{callback.__name__}", callback, section)
-    try:
-        return callback(**section)
-    except CompressorError as error:
-        raise ConfigError(f"{prefix}{error}") from None
-
-
 def format_validation_error(error: ValidationError, source: str) -> ConfigError:
     """Turn a pydantic error into a ``ConfigError`` listing each bad key path and value."""
-    lines = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "recipe"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (not part of the recipe schema)"
-        value = item.get("input")
-        quiet = item["type"] in ("extra_forbidden", "missing", "value_error")
-        shown = "" if quiet else f" (got {value!r})"
-        lines.append(f"  - {location}: {message}{shown}")
+    lines = [f"  - {problem_line(item, Recipe)}" for item in error.errors()]
     return ConfigError(f"Invalid recipe {source}:\n" + "\n".join(lines))
 
 
 def build_callbacks(recipe: Recipe) -> list[Any]:
-    """The compression callbacks a recipe's ``train`` fit uses."""
+    """The compression callbacks of a recipe's ``train`` fit, built from its validated
+    sections."""
     from compressor.callbacks.distillation import Distillation
     from compressor.callbacks.pruning import Pruning
     from compressor.callbacks.quantization import QuantizationAwareTraining
 
-    callbacks: list[Any] = [Pruning(**section) for section in recipe.pruning]
+    callbacks: list[Any] = [Pruning(config=section) for section in recipe.pruning]
     if recipe.distillation is not None:
-        callbacks.append(Distillation(**recipe.distillation))
+        callbacks.append(Distillation(config=recipe.distillation))
     if recipe.quantization is not None:
-        callbacks.append(QuantizationAwareTraining(**recipe.quantization))
+        callbacks.append(QuantizationAwareTraining(config=recipe.quantization))
     return callbacks

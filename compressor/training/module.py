@@ -14,13 +14,13 @@ import torchmetrics
 from torch import nn
 from torch.nn import functional as F
 
-from compressor._validation import check_float, check_int
 from compressor.training.optim import (
     OptimizerConfig,
     SchedulerConfig,
     build_optimizer,
     build_scheduler,
 )
+from compressor.utils.checks import check_float, check_int
 
 __all__ = ["ClassificationModule"]
 

@@ -7,16 +7,16 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from compressor.utils.config import Config
 
 __all__ = ["OptimizerConfig", "SchedulerConfig", "build_optimizer", "build_scheduler"]
 
 
-class OptimizerConfig(BaseModel):
+class OptimizerConfig(Config):
     """Optimizer settings. ``sgd`` uses momentum (Nesterov by default); ``adamw`` uses
     decoupled weight decay."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0)
@@ -25,11 +25,9 @@ class OptimizerConfig(BaseModel):
     weight_decay: float = Field(5e-4, ge=0)
 
 
-class SchedulerConfig(BaseModel):
+class SchedulerConfig(Config):
     """Learning-rate schedule per optimizer step: linear warm-up, then ``cosine`` decay to
     ``min_lr_ratio * lr``, ``step`` decay (x0.1 at each milestone epoch) or ``constant``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Literal["cosine", "step", "constant"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)

@@ -79,7 +79,7 @@ def assert_cleaned_up(module: pl.LightningModule) -> None:
 
 def test_pruning_fit_names_step_phase_and_module():
     module = PlainModule(Net(Blows(after=3)))
-    pruning = Pruning("unstructured", 0.5, schedule="one-shot", start_epoch=0,
+    pruning = Pruning("unstructured", sparsity=0.5, schedule="one-shot", start_epoch=0,
                       protect_first_last=False)
     with pytest.raises(NonFiniteError, match="training loss") as caught:
         trainer(1, [pruning], limit_train_batches=6).fit(module,
@@ -96,7 +96,7 @@ def test_pruning_fit_names_step_phase_and_module():
 def test_phases_are_listed_in_a_fixed_order_before_any_phase_started():
     module = PlainModule(Net(Blows(after=1)))
     callbacks = [Distillation("self"),
-                 Pruning("unstructured", 0.5, schedule="one-shot", start_epoch=3,
+                 Pruning("unstructured", sparsity=0.5, schedule="one-shot", start_epoch=3,
                          protect_first_last=False)]
     with pytest.raises(NonFiniteError, match="global step 1, during distillation"):
         trainer(1, callbacks, limit_train_batches=4).fit(module, train_dataloaders=digits_loader())
@@ -110,7 +110,7 @@ def test_loss_made_non_finite_outside_the_student_is_said_so():
             return loss * math.nan if self.global_step == 2 else loss
 
     with pytest.raises(NonFiniteError, match="global step 2.*gives finite outputs"):
-        trainer(1, [Pruning("unstructured", 0.5, protect_first_last=False)],
+        trainer(1, [Pruning("unstructured", sparsity=0.5, protect_first_last=False)],
                 limit_train_batches=4).fit(NanLoss(Net()), train_dataloaders=digits_loader())
 
 
@@ -188,7 +188,7 @@ def test_distillation_teacher_output_names_teacher_and_its_module():
 def test_normal_fit_with_every_callback_is_unaffected():
     module = PlainModule(resnet())
     callbacks = [Distillation("self", alpha=0.5),
-                 Pruning("unstructured", 0.5, schedule="one-shot", start_epoch=0),
+                 Pruning("unstructured", sparsity=0.5, schedule="one-shot", start_epoch=0),
                  QuantizationAwareTraining(start_epoch=1, convert_at_end=False)]
     fit = trainer(2, callbacks, limit_train_batches=3, accumulate_grad_batches=2)
     fit.fit(module, train_dataloaders=digits_loader())
@@ -210,7 +210,7 @@ model = create_model("resnet8", num_classes=10, in_channels=1, width_mult=0.5)
 module = ClassificationModule(model, 10, (1, 8, 8), optimizer={"lr": 1e30})
 data = TensorDataset(torch.randn(256, 1, 8, 8), torch.randint(0, 10, (256,)))
 trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp",
-                     callbacks=[Pruning("unstructured", 0.5, schedule="one-shot", start_epoch=0)],
+                     callbacks=[Pruning("unstructured", sparsity=0.5, schedule="one-shot", start_epoch=0)],
                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
                      enable_model_summary=False, limit_train_batches=6, limit_val_batches=0)
 trainer.fit(module, DataLoader(data, batch_size=32))

@@ -61,7 +61,7 @@ def resnet():
 def test_gradual_channel_pruning_compacts_mid_training(digits):
     model = resnet()
     module = ClassificationModule(model, 10, (1, 8, 8), optimizer={"lr": 0.05})
-    pruning = Pruning("channel", 0.5, criterion="taylor", schedule="cubic", start_epoch=0,
+    pruning = Pruning("channel", sparsity=0.5, criterion="taylor", schedule="cubic", start_epoch=0,
                       end_epoch=2)
     fit = trainer(4, [pruning], limit_train_batches=10, limit_val_batches=1)
     fit.fit(module, datamodule=digits)
@@ -76,7 +76,7 @@ def test_gradual_channel_pruning_compacts_mid_training(digits):
 def test_unstructured_by_steps_on_a_plain_module():
     model = create_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=(64, 32))
     module = PlainModule(model)
-    pruning = Pruning("unstructured", 0.8, schedule="linear", start_step=0, end_step=20,
+    pruning = Pruning("unstructured", sparsity=0.8, schedule="linear", start_step=0, end_step=20,
                       frequency=5, protect_first_last=False)
     fit = trainer(2, [pruning])
     fit.fit(module, train_dataloaders=digits_loader())
@@ -90,7 +90,7 @@ def test_unstructured_by_steps_on_a_plain_module():
 def test_one_shot_at_initialisation_scores_calibration_batches():
     model = resnet()
     module = PlainModule(model)
-    pruning = Pruning("channel", 0.5, criterion="taylor", schedule="one-shot", start_epoch=0,
+    pruning = Pruning("channel", sparsity=0.5, criterion="taylor", schedule="one-shot", start_epoch=0,
                       calibration_batches=2, compact=False,
                       example_inputs=torch.randn(2, 1, 8, 8))
     fit = trainer(1, [pruning], limit_train_batches=1)
@@ -106,7 +106,7 @@ def final_masks(model):
 def test_resume_mid_schedule_gives_the_same_masks(tmp_path):
     def run(ckpt=None, callbacks=()):
         model = create_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=(64, 32))
-        pruning = Pruning("unstructured", 0.75, schedule="cubic", start_epoch=0, end_epoch=3)
+        pruning = Pruning("unstructured", sparsity=0.75, schedule="cubic", start_epoch=0, end_epoch=3)
         fit = trainer(5, [pruning, *callbacks])
         fit.fit(PlainModule(model), train_dataloaders=digits_loader(), ckpt_path=ckpt)
         return model
@@ -126,7 +126,7 @@ def test_resume_mid_schedule_gives_the_same_masks(tmp_path):
 def test_resume_after_compaction_replays_history(tmp_path):
     def run(ckpt=None, callbacks=()):
         model = resnet()
-        pruning = Pruning("channel", 0.5, schedule="linear", start_epoch=0, end_epoch=1,
+        pruning = Pruning("channel", sparsity=0.5, schedule="linear", start_epoch=0, end_epoch=1,
                           example_inputs=torch.randn(2, 1, 8, 8))
         fit = trainer(4, [pruning, *callbacks], limit_train_batches=4)
         fit.fit(PlainModule(model), train_dataloaders=digits_loader(), ckpt_path=ckpt)
@@ -157,7 +157,7 @@ def test_cached_eval_biases_survive_head_pruning_validation_and_taylor_calibrati
     model = CachedBiasTransformer()
     data = TensorDataset(torch.randn(16, 1, 12, 12), torch.randint(0, 5, (16,)))
     loader = DataLoader(data, batch_size=8)
-    pruning = Pruning("head", 0.5, criterion="taylor", schedule="linear", start_epoch=0,
+    pruning = Pruning("head", sparsity=0.5, criterion="taylor", schedule="linear", start_epoch=0,
                       end_epoch=1, calibration_batches=1)
     fit = trainer(3, [pruning], limit_val_batches=1)
     fit.fit(ValidatingModule(model), train_dataloaders=loader, val_dataloaders=loader)
@@ -178,7 +178,7 @@ class TwoModels(pl.LightningModule):
 
 def test_ambiguous_student_is_rejected():
     with pytest.raises(ConfigError, match="several submodules with parameters \\('encoder', 'decoder'\\)"):
-        Pruning("unstructured", 0.5).setup(pl.Trainer(logger=False), TwoModels(), "fit")
+        Pruning("unstructured", sparsity=0.5).setup(pl.Trainer(logger=False), TwoModels(), "fit")
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -36,7 +36,7 @@ class CheckInSync(pl.Callback):
 torch.manual_seed(0)
 model = create_model("resnet8", num_classes=10, in_channels=1, width_mult=0.5)
 module = ClassificationModule(model, 10, (1, 8, 8), optimizer={"lr": 0.05})
-pruning = Pruning("channel", 0.5, schedule="linear", start_epoch=0, end_epoch=1,
+pruning = Pruning("channel", sparsity=0.5, schedule="linear", start_epoch=0, end_epoch=1,
                   example_inputs=torch.randn(2, 1, 8, 8))
 trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp",
                      callbacks=[pruning, CheckInSync()], logger=False, enable_checkpointing=False,
@@ -62,4 +62,4 @@ def test_ddp_spawn_with_compaction_is_refused_before_training():
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, strategy="ddp_spawn",
                          logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(ConfigError, match="strategy='ddp_spawn'"):
-        Pruning("channel", 0.5).setup(trainer, module, "fit")
+        Pruning("channel", sparsity=0.5).setup(trainer, module, "fit")

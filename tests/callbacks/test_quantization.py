@@ -43,7 +43,7 @@ def test_qat_prepares_freezes_converts_and_exports(tmp_path):
 
 def test_masks_survive_qat_and_conversion():
     model = resnet()
-    pruning = Pruning("unstructured", 0.6, schedule="one-shot", start_epoch=0)
+    pruning = Pruning("unstructured", sparsity=0.6, schedule="one-shot", start_epoch=0)
     qat = QuantizationAwareTraining(start_epoch=1)
     fit = trainer(2, [qat, pruning], limit_train_batches=6)
     fit.fit(PlainModule(model), train_dataloaders=digits_loader())
@@ -75,7 +75,7 @@ def test_resume_during_qat_equals_the_uninterrupted_run(tmp_path):
 
 
 def test_compaction_after_qat_start_is_rejected_at_setup():
-    pruning = Pruning("channel", 0.5, schedule="linear", start_epoch=0, end_epoch=2)
+    pruning = Pruning("channel", sparsity=0.5, schedule="linear", start_epoch=0, end_epoch=2)
     qat = QuantizationAwareTraining(start_epoch=2)
     fit = trainer(3, [qat, pruning])
     with pytest.raises(CompositionError, match="start_epoch to at least 3"):
@@ -87,7 +87,7 @@ def test_callback_order_does_not_matter():
         pl.seed_everything(0, verbose=False)
         model = resnet()
         callbacks = {
-            "prune": Pruning("channel", 0.5, schedule="linear", start_epoch=0, end_epoch=1,
+            "prune": Pruning("channel", sparsity=0.5, schedule="linear", start_epoch=0, end_epoch=1,
                              example_inputs=torch.randn(2, 1, 8, 8)),
             "qat": QuantizationAwareTraining(start_epoch=2, freeze_bn_epoch=2,
                                              convert_at_end=False,

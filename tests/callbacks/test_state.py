@@ -41,7 +41,7 @@ def _attributes(callbacks):
 
 def test_only_the_state_attribute_is_added_to_the_users_module(tmp_path):
     _, plain, _ = _attributes([])
-    callbacks = [Pruning("channel", 0.5, criterion="taylor", schedule="linear", start_epoch=0,
+    callbacks = [Pruning("channel", sparsity=0.5, criterion="taylor", schedule="linear", start_epoch=0,
                          end_epoch=1, example_inputs=INPUTS),
                  Distillation("self", alpha=0.5),
                  QuantizationAwareTraining(start_epoch=2, example_inputs=INPUTS),
@@ -66,7 +66,7 @@ def test_calibration_batches_log_nothing():
             return loss
 
     module = Counting(resnet())
-    pruning = Pruning("channel", 0.5, criterion="taylor", start_epoch=0, calibration_batches=3,
+    pruning = Pruning("channel", sparsity=0.5, criterion="taylor", start_epoch=0, calibration_batches=3,
                       compact=False, example_inputs=INPUTS)
     fit = trainer(1, [pruning], limit_train_batches=2)
     fit.fit(module, train_dataloaders=digits_loader())
@@ -78,7 +78,7 @@ def test_calibration_batches_log_nothing():
 
 @pytest.mark.parametrize("order", ["pruning first", "qat first"])
 def test_a_compaction_after_the_qat_capture_is_rejected_whatever_the_order(order):
-    pruning = Pruning("channel", 0.5, schedule="linear", start_epoch=0, end_epoch=2)
+    pruning = Pruning("channel", sparsity=0.5, schedule="linear", start_epoch=0, end_epoch=2)
     qat = QuantizationAwareTraining(start_epoch=2)
     callbacks = [pruning, qat] if order == "pruning first" else [qat, pruning]
     with pytest.raises(CompositionError, match="start_epoch to at least 3"):
@@ -138,9 +138,10 @@ def test_load_hooks_and_finalizers_run_by_priority_and_leave_removes_everything(
 
 def test_a_schedule_in_both_units_is_refused():
     with pytest.raises(ConfigError, match="not both"):
-        Clock.choose({"start_epoch": 1}, {"start_step": 3})
-    assert Clock.choose({"start_epoch": None}, {"start_step": 3}).unit == "step"
-    assert Clock.choose({"start_epoch": None}, {"start_step": None}).unit == "epoch"
+        QuantizationAwareTraining(start_epoch=1, start_step=3)
+    assert QuantizationAwareTraining(start_step=3).clock == Clock("step")
+    assert Pruning(sparsity=0.5, start_step=3).clock == Clock("step")
+    assert Pruning(sparsity=0.5).clock == Clock("epoch")
 
 
 def test_an_unverified_lightning_version_warns_once():

@@ -45,7 +45,7 @@ def test_view_flatten_cnn_runs_distillation_pruning_qat_and_export_in_one_fit(tm
     teacher = copy.deepcopy(net)
     dense_accuracy = accuracy(copy.deepcopy(net), digits_16())
     distillation = Distillation(teacher, temperature=2.0, alpha=0.5)
-    pruning = Pruning("channel", 0.5, criterion="taylor", schedule="linear", start_epoch=0,
+    pruning = Pruning("channel", sparsity=0.5, criterion="taylor", schedule="linear", start_epoch=0,
                       end_epoch=1)
     qat = QuantizationAwareTraining(start_epoch=2)
     export = ExportONNX(tmp_path / "cnn.int8.onnx", batch_sizes=())

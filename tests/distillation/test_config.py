@@ -13,10 +13,10 @@ def test_defaults_and_layer_lists():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"temperature": 0}, ConfigError, r"`temperature` must be in \(0"),
+    ({"temperature": 0}, ConfigError, r"`temperature`: .*greater than 0.*typically 1-8"),
     ({"temperature": -1.0}, ConfigError, "got -1"),
     ({"temperature": "hot"}, InvalidTypeError, "temperature"),
-    ({"alpha": 1.5}, ConfigError, r"`alpha` must be in \[0, 1\], got 1.5"),
+    ({"alpha": 1.5}, ConfigError, r"`alpha`: .*less than or equal to 1 \(got 1.5\)"),
     ({"alpha": -0.1}, ConfigError, "alpha"),
     ({"feature_weight": -1}, ConfigError, "feature_weight"),
     ({"attention_weight": float("nan")}, ConfigError, "attention_weight"),

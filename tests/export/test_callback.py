@@ -121,7 +121,8 @@ def test_batch_inputs_layouts():
     ({"student": 3}, InvalidTypeError, "student"),
     ({"batch_sizes": (0,)}, ConfigError, "batch_sizes"),
     ({"opset": 9}, ConfigError, "opset"),
-    ({"parity": {"atol": 1}}, InvalidTypeError, "ParityConfig"),
+    ({"parity": 3}, InvalidTypeError, "ParityConfig"),
+    ({"parity": {"atoll": 1}}, ConfigError, "did you mean 'atol'"),
 ])
 def test_constructor_validates_arguments(kwargs, error, match):
     arguments = {"path": "model.onnx", **kwargs}

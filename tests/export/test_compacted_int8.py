@@ -17,7 +17,7 @@ def compacted(request):
     name, options, shape = next(m for m in REFERENCE_MODELS if m[0] == request.param)
     torch.manual_seed(0)
     model = tiny_model(name, options, shape).eval()
-    pruner = Pruner(model, PruningConfig("channel", 0.5, "l1"), torch.randn(2, *shape))
+    pruner = Pruner(model, PruningConfig(granularity="channel", sparsity=0.5, criterion="l1"), torch.randn(2, *shape))
     dense_parameters = sum(p.numel() for p in model.parameters())
     pruner.update()
     pruner.compact()

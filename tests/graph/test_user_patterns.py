@@ -48,7 +48,7 @@ def prune_and_compact(model, inputs, granularity="channel", sparsity=0.5):
     """Masks at ``sparsity``, then compaction; returns (masked output, compacted output)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no group of these models may be excluded
-        pruner = Pruner(model, PruningConfig(granularity, sparsity=sparsity, criterion="l1"), inputs)
+        pruner = Pruner(model, PruningConfig(granularity=granularity, sparsity=sparsity, criterion="l1"), inputs)
     pruner.update()
     with torch.no_grad():
         masked = logits(model(inputs))

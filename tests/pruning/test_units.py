@@ -30,7 +30,7 @@ def test_every_granularity_has_exactly_one_units_class():
 def test_measured_zeros_are_the_removal_decisions(granularity, build, kind, sparsity):
     """Whatever the granularity, what the masks zero is exactly what was decided."""
     model = build()
-    pruner = Pruner(model, PruningConfig(granularity, sparsity), INPUTS)
+    pruner = Pruner(model, PruningConfig(granularity=granularity, sparsity=sparsity), INPUTS)
     assert isinstance(pruner.unit_set, kind)
     pruner.update()
     measured = pruner.unit_set.measured_zero(dict(model.named_parameters()))
@@ -54,7 +54,7 @@ def test_a_replacement_allocator_decides_what_is_removed():
         return result
 
     model = resnet()
-    pruner = Pruner(model, PruningConfig("channel", 0.5), INPUTS, allocator=first_channel)
+    pruner = Pruner(model, PruningConfig(granularity="channel", sparsity=0.5), INPUTS, allocator=first_channel)
     pruner.update()
     assert len(calls) == 1 and calls[0].target == 0.5 and calls[0].keep_at_least == 1
     assert pruner.selection() == {pruner.unit_set.groups[u].index: [0] for u in pruner.units}
@@ -96,7 +96,7 @@ def test_nm_pattern_keeps_n_of_every_m_along_the_input_dimension():
 
 
 def test_default_allocator_follows_the_config():
-    assert isinstance(default_allocator(PruningConfig("n:m")), NMPattern)
-    assert isinstance(default_allocator(PruningConfig("channel", 0.5, allocation="global")),
+    assert isinstance(default_allocator(PruningConfig(granularity="n:m")), NMPattern)
+    assert isinstance(default_allocator(PruningConfig(granularity="channel", sparsity=0.5, allocation="global")),
                       GlobalAllocation)
-    assert isinstance(default_allocator(PruningConfig("channel", 0.5)), UniformAllocation)
+    assert isinstance(default_allocator(PruningConfig(granularity="channel", sparsity=0.5)), UniformAllocation)

@@ -38,12 +38,17 @@ def test_mistakes_are_flagged_by_the_schema(validator, section, why):
     assert why in errors
 
 
-def test_the_pruning_section_lists_every_constructor_argument():
-    schema = recipe_json_schema()["properties"]["pruning"]["items"]
-    arguments = set(inspect.signature(Pruning.__init__).parameters) - {"self", "example_inputs"}
+def test_the_pruning_section_lists_every_callback_setting(validator):
+    definitions = recipe_json_schema()["$defs"]
+    schema = definitions["PruningConfig"]
+    arguments = set(inspect.signature(Pruning.__init__).parameters) - {"self", "config",
+                                                                       "example_inputs"}
     assert set(schema["properties"]) == arguments
+    assert schema["additionalProperties"] is False
     assert schema["properties"]["compact"]["default"] is True
-    assert "module-name pattern" in schema["properties"]["overrides"]["description"]
+    assert "name pattern" in schema["properties"]["overrides"]["description"]
+    assert "teacher" in definitions["DistillationConfig"]["properties"]
+    assert "losses" not in definitions["DistillationConfig"]["properties"]  # not for files
 
 
 def test_the_command_prints_the_schema(capsys):

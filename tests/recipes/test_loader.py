@@ -37,7 +37,7 @@ def test_every_problem_is_listed():
                           "model": {"name": "resnet20", "widht_mult": 2}}, "test.yaml")
     message = str(info.value)
     assert "test.yaml" in message
-    assert "trian: unknown key" in message
+    assert "`trian`: unknown key (did you mean 'train'?)" in message
     assert "train.epochs" in message and "got 0" in message
     assert "did you mean 'width_mult'" in message
 

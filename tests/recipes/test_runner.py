@@ -75,7 +75,7 @@ def test_full_pipeline_exports_int8_and_compares_with_dense(tmp_path):
         "pruning": [{"granularity": "channel", "sparsity": 0.5, "schedule": "one-shot",
                      "start_epoch": 0}],
         "quantization": {"start_epoch": 1, "freeze_bn_epoch": 2},
-        "export": {"batch": 8, "repeats": 3},
+        "export": {"batch_sizes": [1, 8], "latency_repeats": 3},
     })
     result = run_recipe(recipe, tmp_path, progress=False, report=False)
     deployment = result.metrics["deployment"]

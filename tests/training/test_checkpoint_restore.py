@@ -133,6 +133,22 @@ def test_restore_model_refuses_a_checkpoint_saved_after_int8_conversion(compacte
         restore_model(path)
 
 
+def test_restore_model_needs_only_the_model_section_of_the_run(compacted_ckpt, tmp_path):
+    checkpoint = torch.load(compacted_ckpt, map_location="cpu", weights_only=True)
+    recipe = checkpoint[RUN_INFO_KEY]["recipe"]
+    recipe["distillation"] = {"teacher": str(tmp_path / "deleted-teacher.ckpt")}  # gone here
+    recipe["export"] = {"batch": 32}  # settings of another release
+    path = tmp_path / "moved.ckpt"
+    torch.save(checkpoint, path)
+    restored = restore_model(path)
+    assert_same_weights(restored.model, saved_weights(compacted_ckpt))
+    assert restored.recipe["name"] == recipe["name"]
+    recipe["model"]["hiden"] = 3
+    torch.save(checkpoint, path)
+    with pytest.raises(ConfigError, match=r"`model` section .*moved\.ckpt.*did you mean .hidden."):
+        restore_model(path)
+
+
 def test_restore_model_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         restore_model(tmp_path / "missing.ckpt")
