@@ -12,7 +12,7 @@ import pytest
 
 import compressor
 
-LIGHTNING_FREE = ["errors", "utils", "models", "graph", "pruning", "quantization",
+LIGHTNING_FREE = ["errors", "utils", "automatic", "models", "graph", "pruning", "quantization",
                   "distillation", "export"]
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from compressor.automatic import CompressionPlan
+from compressor.callbacks._automatic import make_plan
 from compressor.callbacks._clock import Clock
 from compressor.callbacks._finite import check_loss, stop_watching, watching_inputs
 from compressor.callbacks._inputs import example_inputs, train_loader
@@ -28,7 +30,7 @@ from compressor.callbacks.state import (
 )
 from compressor.errors import ConfigError, InvalidTypeError
 from compressor.graph.compact import compaction_history, replay_history
-from compressor.pruning import Granularity, Pruner, PruningConfig
+from compressor.pruning import Allocation, Granularity, Pruner, PruningConfig
 from compressor.utils.config import settings_config, with_config_signature
 from compressor.utils.modes import temporary_mode
 from compressor.utils.optim import replace_parameters
@@ -89,6 +91,7 @@ class Pruning(pl.Callback):
         self.last_event = -1
         self.compacted = False
         self.history: list[dict[str, Any]] = []
+        self.plan: CompressionPlan | None = None
         self._path = ""
         self._pending: dict[str, Any] | None = None
 
@@ -120,6 +123,7 @@ class Pruning(pl.Callback):
                 "would receive weights of a smaller model than its own. Use strategy='ddp', or "
                 "Pruning(compact=False) and compressor.compact() the model after training.")
         self.pruner, self.compacted, self.last_event, self.history = None, False, -1, []
+        self.plan = None
         self._pending = None
         state = compression_state(pl_module)
         state.join(self, trainer)
@@ -151,6 +155,8 @@ class Pruning(pl.Callback):
             if self._pending is not None:
                 self.pruner.load_state_dict(self._pending)
                 self._pending = None
+            if self.plan is not None:  # resumed after the automatic allocation
+                self.pruner.assign(self.plan.ratios)
         self._attach(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -214,11 +220,14 @@ class Pruning(pl.Callback):
                                  "history": list(self.history)}
         if self.pruner is not None and not self.compacted:
             state["pruner"] = self.pruner.state_dict()
+        if self.plan is not None:
+            state["plan"] = self.plan.to_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_event = int(state_dict.get("last_event", -1))
         self.history = list(state_dict.get("history", []))
+        self.plan = CompressionPlan.from_dict(state_dict["plan"]) if "plan" in state_dict else None
         if not state_dict.get("compacted") and "pruner" in state_dict:
             self._pending = state_dict["pruner"]
 
@@ -243,6 +252,9 @@ class Pruning(pl.Callback):
             return
         if not self.schedule.is_event(now):
             return
+        if self.config.allocation is Allocation.AUTO and self.plan is None:
+            self.plan = make_plan(trainer, pl_module, self.pruner)
+            self.pruner.assign(self.plan.ratios)
         status = self.pruner.update(self.schedule(now))
         self.pruner.criterion.reset()
         self.last_event = now

@@ -11,6 +11,7 @@ from compressor.pruning.allocation import (
     select_global,
     select_uniform,
 )
+from compressor.pruning.budget import Budget
 from compressor.pruning.config import Allocation, Granularity, PruningConfig
 from compressor.pruning.criteria import (
     OBD,
@@ -43,7 +44,7 @@ from compressor.pruning.units import (
 )
 
 __all__ = [
-    "Pruner", "PruningConfig", "PruningStatus", "Granularity", "Allocation",
+    "Pruner", "PruningConfig", "PruningStatus", "Granularity", "Allocation", "Budget",
     "Criterion", "CriterionName", "Magnitude", "Taylor", "OBD", "BNScale", "Random",
     "make_criterion", "Schedule", "ScheduleKind", "make_schedule", "MaskSet",
     "select_uniform", "select_global", "AllocationRequest", "Allocator", "UniformAllocation",

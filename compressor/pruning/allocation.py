@@ -14,10 +14,11 @@ from typing import Protocol
 
 import torch
 
+from compressor.errors import ConfigError
 from compressor.pruning.config import Allocation, Granularity, PruningConfig
 from compressor.utils.names import check_patterns, matching
 
-__all__ = ["unit_sparsities", "select_uniform", "select_global",
+__all__ = ["unit_sparsities", "checked_unit_sparsities", "select_uniform", "select_global",
            "AllocationRequest", "Allocator", "UniformAllocation", "GlobalAllocation", "NMPattern",
            "default_allocator"]
 
@@ -40,6 +41,23 @@ def unit_sparsities(units: Mapping[str, Sequence[str]], default: float,
                 overridden.add(unit)
                 break
     return result, frozenset(overridden)
+
+
+def checked_unit_sparsities(units: Sequence[str], sparsities: Mapping[str, float]
+                            ) -> dict[str, float]:
+    """``sparsities`` in the order of ``units`` once every unit has one, in ``[0, 1)``.
+
+    Raises:
+        ConfigError: a unit is missing or unknown, or a value is out of range.
+    """
+    missing, unknown = sorted(set(units) - set(sparsities)), sorted(set(sparsities) - set(units))
+    if missing or unknown:
+        raise ConfigError(f"Unit sparsities must name every unit: missing {missing}, unknown "
+                          f"{unknown}.")
+    bad = {unit: value for unit, value in sparsities.items() if not 0.0 <= value < 1.0}
+    if bad:
+        raise ConfigError(f"Unit sparsities must be in [0, 1), got {bad}.")
+    return {unit: float(sparsities[unit]) for unit in units}
 
 
 def _lowest(scores: torch.Tensor, removed: torch.Tensor, count: int) -> torch.Tensor:

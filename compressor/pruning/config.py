@@ -8,11 +8,15 @@ from typing import Annotated, Any
 from pydantic import Field, StrictInt, field_validator, model_validator
 
 from compressor.errors import ConfigError, InvalidTypeError
+from compressor.pruning.budget import Budget
 from compressor.pruning.criteria import CriterionName
 from compressor.pruning.schedules import Schedule, ScheduleKind, make_schedule
 from compressor.utils.config import Config, Fraction, NonNegativeInt, PositiveInt, StrictBool
 
-__all__ = ["Granularity", "Allocation", "PruningConfig"]
+__all__ = ["Granularity", "Allocation", "PruningConfig", "AUTO_NOMINAL_TARGET"]
+
+#: The schedule target of ``allocation="auto"``: progress towards the chosen ratios.
+AUTO_NOMINAL_TARGET = 0.5
 
 
 class Granularity(str, enum.Enum):
@@ -32,10 +36,13 @@ class Granularity(str, enum.Enum):
 
 class Allocation(str, enum.Enum):
     """``uniform``: every layer/group gets the same sparsity; ``global``: one ranking across
-    layers/groups (each keeps at least one channel)."""
+    layers/groups (each keeps at least one channel); ``auto``: per-group ratios chosen to meet
+    a ``budget`` (latency in ONNX Runtime, MACs or parameters) at the least predicted loss,
+    see :mod:`compressor.automatic`."""
 
     UNIFORM = "uniform"
     GLOBAL = "global"
+    AUTO = "auto"
 
 
 class PruningConfig(Config):
@@ -69,7 +76,11 @@ class PruningConfig(Config):
     increments: PositiveInt | None = None
     """Number of equal increments of the ``iterative`` schedule."""
     allocation: Allocation = Allocation.UNIFORM
-    """``uniform`` (every layer or group gets the same sparsity) or ``global`` (one ranking)."""
+    """``uniform`` (every layer or group gets the same sparsity), ``global`` (one ranking) or
+    ``auto`` (per-group ratios chosen for ``budget``; channel granularity)."""
+    budget: Budget | None = None
+    """What ``allocation="auto"`` must reach, e.g. ``{"latency_speedup": 3.0}``,
+    ``{"macs": 0.4}`` or ``{"params": 0.3}`` (see :class:`~compressor.pruning.budget.Budget`)."""
     overrides: dict[str, Fraction] = Field(default_factory=dict)
     """Per-layer (unstructured) or per-group (channel, head: matched against the modules
     producing the channels) sparsity by name pattern (see :mod:`compressor.utils.names`), e.g.
@@ -111,6 +122,8 @@ class PruningConfig(Config):
         granularity = self.granularity
         if granularity is Granularity.NM:
             _check_nm(self)
+        elif self.allocation is Allocation.AUTO or self.budget is not None:
+            _check_auto(self)
         elif self.sparsity is None:
             raise ConfigError("`sparsity` is required (a fraction in [0, 1), e.g. 0.5 to "
                               "remove half).")
@@ -127,9 +140,12 @@ class PruningConfig(Config):
 
     @property
     def target(self) -> float:
-        """The final sparsity (``1 - n/m`` for n:m)."""
+        """The final sparsity (``1 - n/m`` for n:m; for ``auto`` a nominal 0.5 that the schedule
+        ramps to, each group reaching its chosen ratio with it)."""
         if self.granularity is Granularity.NM:
             return 1.0 - self.n / self.m
+        if self.allocation is Allocation.AUTO:
+            return AUTO_NOMINAL_TARGET
         return float(self.sparsity or 0.0)
 
     @property
@@ -144,6 +160,20 @@ class PruningConfig(Config):
         end = self.end_step if by_step else self.end_epoch
         return make_schedule(self.schedule, self.target, start, end, self.frequency,
                              self.increments)
+
+
+def _check_auto(config: PruningConfig) -> None:
+    if config.allocation is not Allocation.AUTO:
+        raise ConfigError("A `budget` is met by automatic allocation: add allocation='auto'.")
+    if config.budget is None:
+        raise ConfigError("allocation='auto' needs a `budget`, e.g. "
+                          "budget={'latency_speedup': 3.0}, {'macs': 0.4} or {'params': 0.3}.")
+    if config.granularity is not Granularity.CHANNEL:
+        raise ConfigError(f"allocation='auto' chooses per-group channel ratios; use "
+                          f"granularity='channel' (got {config.granularity.value!r}).")
+    if config.sparsity is not None:
+        raise ConfigError("With allocation='auto' the budget decides how much is removed; leave "
+                          "`sparsity` unset.")
 
 
 def _check_nm(config: PruningConfig) -> None:

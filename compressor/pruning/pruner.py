@@ -1,17 +1,10 @@
-"""``Pruner``: the library object behind the ``Pruning`` callback (no Lightning needed).
+"""``Pruner``: the library object behind the ``Pruning`` callback (no Lightning needed)::
 
-::
-
-    pruner = Pruner(model, PruningConfig(granularity="channel", sparsity=0.5, criterion="taylor"), inputs)
-    schedule = make_schedule("cubic", 0.5, start=0, end=1000, frequency=100)
-    pruner.attach(optimizer)                      # masks stay enforced from now on
-    for step, (x, y) in enumerate(loader):
-        loss_fn(model(x), y).backward()
-        pruner.accumulate()                       # gradient-based criteria only
-        optimizer.step(); optimizer.zero_grad()
-        if schedule.is_event(step):
-            pruner.update(schedule(step))
-    pruner.compact()                              # channel/head/block: physically smaller
+    pruner = Pruner(model, PruningConfig(granularity="channel", sparsity=0.5), inputs)
+    pruner.attach(optimizer)        # masks stay enforced from now on; while training call
+    pruner.accumulate()             # after backward (gradient criteria) and, at the events of
+    pruner.update(schedule(step))   # a schedule (make_schedule), update the masks
+    pruner.compact()                # channel/head/block: physically smaller
 """
 
 from __future__ import annotations
@@ -28,6 +21,7 @@ from compressor.graph.surgery import CompactionResult
 from compressor.pruning.allocation import (
     AllocationRequest,
     Allocator,
+    checked_unit_sparsities,
     default_allocator,
     unit_sparsities,
 )
@@ -134,6 +128,11 @@ class Pruner:
             self.removed = self.allocator(self._request(target))
             self._apply()
         return self.status(target)
+
+    def assign(self, sparsities: dict[str, float]) -> None:
+        """Give every unit its final sparsity (:meth:`update` scales them by its target)."""
+        self.sparsities, self.overridden = (checked_unit_sparsities(self.units, sparsities),
+                                            frozenset(self.units))
 
     def _request(self, target: float) -> AllocationRequest:
         scale = target / self.config.target if self.config.target else 0.0
