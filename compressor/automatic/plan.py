@@ -12,6 +12,7 @@ of the prediction is corrected by the measured ratio and the allocation repeated
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class CompressionPlan:
         predicted: Predicted ``macs`` and ``params`` fractions, ``loss_increase`` and, for
             latency budgets, ``latency_ms`` and ``speedup``.
         checks: For latency budgets, each candidate measured: predicted and measured ms.
+        seconds: Time spent per stage (``sensitivity``, ``latency_table``, ``allocation``).
     """
 
     budget: dict[str, Any]
@@ -65,6 +67,7 @@ class CompressionPlan:
     channel_step: int | None
     predicted: dict[str, float]
     checks: list[dict[str, float]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -75,14 +78,15 @@ class CompressionPlan:
         """JSON-able form (stored in checkpoints and reports)."""
         return {"budget": self.budget, "precision": self.precision, "sizes": self.sizes,
                 "kept": self.kept, "names": self.names, "channel_step": self.channel_step,
-                "predicted": self.predicted, "checks": self.checks}
+                "predicted": self.predicted, "checks": self.checks, "seconds": self.seconds}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CompressionPlan:
         """Inverse of :meth:`to_dict`."""
         return cls(dict(data["budget"]), data["precision"], dict(data["sizes"]),
                    dict(data["kept"]), dict(data["names"]), data["channel_step"],
-                   dict(data["predicted"]), list(data.get("checks", [])))
+                   dict(data["predicted"]), list(data.get("checks", [])),
+                   dict(data.get("seconds", {})))
 
     def to_markdown(self) -> str:
         """The chosen widths, one row per group, and the predicted figures."""
@@ -172,16 +176,19 @@ def plan_compression(pruner: Pruner, batches: Sequence[tuple[Any, torch.Tensor]]
     Raises:
         BudgetError: the budget cannot be met (the message names the best achievable value).
     """
+    clock = _Stopwatch()
     example = _example(batches)
     model = plain_model(pruner)
     costs = build_cost_model(model, pruner.unit_set.groups, example[:1])
     sensitivity = analyze_sensitivity(pruner, batches[:budget.max_batches], ratios=budget.ratios,
                                       show_progress=show_progress)
+    clock.lap("sensitivity")
     calibration = [inputs for inputs, _ in batches[:4]]
     table = latency_table(model, costs, example, calibration, precision, budget.batch,
                           budget.threads, pruner.config.ignore, show_progress) \
         if budget.is_latency else None
     step = _channel_step(budget, costs, precision)
+    clock.lap("latency_table")
     problem = _problem(pruner, costs, sensitivity, budget, step, table)
     target, describe = _target(budget, costs, table)
     chosen = allocate(problem, target, describe)
@@ -190,9 +197,23 @@ def plan_compression(pruner: Pruner, batches: Sequence[tuple[Any, torch.Tensor]]
         candidate = _Candidate(model, pruner.config.ignore, table, example, calibration)
         chosen = _checked(problem, chosen, target, describe, budget, candidate, checks,
                           corrections)
+    clock.lap("allocation")
     return CompressionPlan(budget.settings(), precision, dict(costs.sizes), chosen.kept,
                            {u: sensitivity.names.get(u, u) for u in costs.sizes}, step,
-                           _predicted(costs, chosen, table), checks)
+                           _predicted(costs, chosen, table), checks, clock.laps)
+
+
+class _Stopwatch:
+    """Seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self._last = now
 
 
 def _example(batches: Sequence[tuple[Any, torch.Tensor]]) -> torch.Tensor:
