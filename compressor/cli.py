@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="`schema`: the JSON schema of a recipe file (for editors)")
     recipes.set_defaults(handler=_cmd_recipes)
 
+    analyze = commands.add_parser(
+        "analyze", help="sensitivity curves or the latency table of a recipe's model",
+        description="Without training: `sensitivity` prunes each channel group (and residual "
+                    "block) alone and measures the validation loss; `latency` measures the "
+                    "ONNX Runtime latency table of this machine. Writes JSON and a PNG plot.")
+    analyze.add_argument("what", choices=["sensitivity", "latency"], help="what to analyze")
+    analyze.add_argument("recipe", help="built-in recipe name or a .yaml path")
+    analyze.add_argument("--out", default="runs/analyze", help="output folder")
+    analyze.add_argument("--precision", choices=["int8", "fp32"], default="int8",
+                         help="precision of the deployed file the latency refers to")
+    analyze.set_defaults(handler=_cmd_analyze)
+
     models = commands.add_parser("models", help="list the reference models and data sets")
     models.set_defaults(handler=_cmd_models)
 
@@ -148,6 +160,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, dict(args.overrides))
     run_recipe(recipe, args.out, progress=not args.quiet)
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from compressor.recipes.analyze import analyze
+    from compressor.recipes.loader import load_recipe
+
+    analyze(load_recipe(args.recipe), args.what, args.out, args.precision)
+    print(f"Wrote {args.out}/{args.what}.json and {args.out}/{args.what}.png")
     return 0
 
 

@@ -2,15 +2,17 @@
 latency table is measured on.
 
 A choice is ``{unit: kept channels}`` for the channel groups of a ``Pruner`` (unit names such as
-``"channel:3"``). Each parameter dimension that a group's channels occupy shrinks in proportion
-to the channels kept, so the parameter count and the MACs of convolutions and linear layers
-after compaction follow exactly from the choice.
+``"channel:3"``) and, optionally, ``{"block:<path>": 1 or 0}`` for residual blocks kept or
+replaced by the identity. Each parameter dimension that a group's channels occupy shrinks in
+proportion to the channels kept and a removed block takes its parameters and layers with it,
+so the parameter count and the MACs of convolutions and linear layers after compaction follow
+exactly from the choice.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ from compressor.graph.dependency import ChannelGroup
 from compressor.utils.inputs import as_args
 from compressor.utils.modes import temporary_mode
 
-__all__ = ["Layer", "CostModel", "build_cost_model", "Choice"]
+__all__ = ["Layer", "CostModel", "build_cost_model", "block_unit", "Choice"]
 
 #: ``{unit: kept channels}``.
 Choice = Mapping[str, int]
@@ -69,9 +71,12 @@ class CostModel:
     """
 
     def __init__(self, groups: Mapping[str, ChannelGroup], layers: list[Layer],
-                 parameter_shapes: Mapping[str, tuple[int, ...]]) -> None:
+                 parameter_shapes: Mapping[str, tuple[int, ...]],
+                 blocks: Sequence[str] = ()) -> None:
         self.layers = layers
         self.sizes = {unit: len(group) for unit, group in groups.items()}
+        self.blocks = {block_unit(path): path for path in blocks}
+        self.sizes.update({unit: 1 for unit in self.blocks})
         self.parameter_shapes = dict(parameter_shapes)
         self.owners: dict[_SlotKey, dict[str, int]] = {}
         for unit, group in groups.items():
@@ -95,7 +100,14 @@ class CostModel:
         size = self.parameter_shapes[tensor][dim]
         return self.kept_size(tensor, dim, size, choice) / size
 
+    def removed(self, name: str, choice: Choice) -> bool:
+        """Whether module or parameter ``name`` lies in a block ``choice`` removes."""
+        return any(choice.get(unit, 1) == 0 and (name == path or name.startswith(path + "."))
+                   for unit, path in self.blocks.items())
+
     def _kept_numel(self, tensor: str, choice: Choice) -> float:
+        if self.removed(tensor, choice):
+            return 0.0
         shape = self.parameter_shapes[tensor]
         return math.prod(self.kept_size(tensor, d, n, choice) for d, n in enumerate(shape))
 
@@ -119,13 +131,20 @@ class CostModel:
         """Output values per sample of every layer after ``choice`` (the part of element-wise
         work, such as additions and activations, that shrinks with the channels)."""
         return sum(layer.positions * self.kept_size(layer.weight, 0, layer.weight_shape[0],
-                                                    choice) for layer in self.layers)
+                                                    choice)
+                   for layer in self.layers if not self.removed(layer.name, choice))
+
+
+def block_unit(path: str) -> str:
+    """The unit name of the residual block at ``path``."""
+    return f"block:{path}"
 
 
 def build_cost_model(model: nn.Module, groups: Mapping[str, ChannelGroup],
-                     example_inputs: Any) -> CostModel:
+                     example_inputs: Any, blocks: Sequence[str] = ()) -> CostModel:
     """Record the convolution and linear layers of ``model`` on ``example_inputs`` (one
-    forward pass in eval mode) and build the :class:`CostModel` of ``groups``."""
+    forward pass in eval mode) and build the :class:`CostModel` of ``groups`` and of the
+    removable residual ``blocks`` (module paths)."""
     layers: list[Layer] = []
     handles = []
     for name, module in model.named_modules():
@@ -138,7 +157,7 @@ def build_cost_model(model: nn.Module, groups: Mapping[str, ChannelGroup],
         for handle in handles:
             handle.remove()
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    return CostModel(groups, layers, shapes)  # a module called twice does its work twice
+    return CostModel(groups, layers, shapes, blocks)  # a module called twice works twice
 
 
 def _recorder(name: str, module: nn.Module, layers: list[Layer]) -> Any:

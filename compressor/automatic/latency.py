@@ -87,7 +87,8 @@ class LatencyTable:
     def layers_ms(self, costs: CostModel, choice: Choice) -> float:
         """Sum of the layer latencies for ``choice``."""
         return sum(self.layer_ms(layer.name, costs.widths(layer, choice))
-                   for layer in costs.layers if layer.name in self.layers)
+                   for layer in costs.layers
+                   if layer.name in self.layers and not costs.removed(layer.name, choice))
 
     def predict(self, costs: CostModel, choice: Choice) -> float:
         """Predicted latency (ms per batch) of the network compacted to ``choice``."""

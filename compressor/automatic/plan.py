@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from compressor.automatic.allocate import Allocation, AllocationProblem, allocate, candidate_widths
-from compressor.automatic.costs import Choice, CostModel, build_cost_model
+from compressor.automatic.costs import Choice, CostModel, block_unit, build_cost_model
 from compressor.automatic.latency import (
     LatencyTable,
     export_deployed,
@@ -33,11 +33,17 @@ from compressor.automatic.latency import (
     temporary_folder,
 )
 from compressor.automatic.sensitivity import Sensitivity, analyze_sensitivity
+from compressor.graph.blocks import ResidualBlock, find_residual_blocks
+from compressor.graph.surgery import CompactionStep, apply_step
 from compressor.pruning.budget import Budget
 from compressor.pruning.config import PruningConfig
 from compressor.pruning.pruner import Pruner
 from compressor.utils.io import atomic_write_json
+from compressor.utils.names import matching
 from compressor.utils.tables import markdown_table
+
+#: Unit-name prefix of residual blocks in a plan.
+BLOCK_PREFIX = block_unit("")
 
 __all__ = ["CompressionPlan", "plan_compression", "compact_copy", "latency_table", "plain_model"]
 
@@ -71,8 +77,19 @@ class CompressionPlan:
 
     @property
     def ratios(self) -> dict[str, float]:
-        """Per unit, the fraction of its channels removed."""
-        return {unit: 1.0 - self.kept[unit] / self.sizes[unit] for unit in self.sizes}
+        """Per channel unit, the fraction of its channels removed."""
+        return {unit: 1.0 - self.kept[unit] / self.sizes[unit] for unit in self.sizes
+                if not unit.startswith(BLOCK_PREFIX)}
+
+    @property
+    def removed_blocks(self) -> list[str]:
+        """Paths of the residual blocks replaced by the identity."""
+        return [unit.removeprefix(BLOCK_PREFIX) for unit, kept in self.kept.items()
+                if unit.startswith(BLOCK_PREFIX) and kept == 0]
+
+    def kept_by_name(self) -> dict[str, int]:
+        """Kept channels per group name (to map the plan onto a rebuilt pruner)."""
+        return {self.names[unit]: self.kept[unit] for unit in self.ratios}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (stored in checkpoints and reports)."""
@@ -91,7 +108,7 @@ class CompressionPlan:
     def to_markdown(self) -> str:
         """The chosen widths, one row per group, and the predicted figures."""
         rows = [[self.names.get(u, u), str(self.sizes[u]), str(self.kept[u]),
-                 f"{self.ratios[u]:.0%}"] for u in self.sizes]
+                 f"{1 - self.kept[u] / self.sizes[u]:.0%}"] for u in self.sizes]
         figures = ", ".join(f"{key} {value:.3g}" for key, value in self.predicted.items())
         return (markdown_table(["Group", "Channels", "Kept", "Removed"], rows)
                 + f"\n\nBudget {self.budget}; predicted: {figures}.")
@@ -125,7 +142,8 @@ def plain_model(pruner: Pruner) -> nn.Module:
 def compact_copy(model: nn.Module, kept: Choice, example_inputs: Any,
                  ignore: Sequence[str] = ()) -> nn.Module:
     """A copy of ``model`` keeping ``kept`` channels per unit (the units of a channel
-    ``Pruner`` with the same ``ignore``), physically compacted; the smallest-norm channels go."""
+    ``Pruner`` with the same ``ignore``), physically compacted (the smallest-norm channels go),
+    with the blocks ``kept`` marks 0 replaced by the identity."""
     model = copy.deepcopy(model)
     twin = Pruner(model, PruningConfig(granularity="channel", sparsity=0.5, ignore=ignore),
                   example_inputs)
@@ -133,7 +151,19 @@ def compact_copy(model: nn.Module, kept: Choice, example_inputs: Any,
     twin.assign({unit: 1.0 - kept[unit] / sizes[unit] for unit in twin.units})
     twin.update(0.5)
     twin.compact()
+    removed = [u.removeprefix(BLOCK_PREFIX) for u, k in kept.items()
+               if u.startswith(BLOCK_PREFIX) and k == 0]
+    if removed:
+        apply_step(model, CompactionStep(identity=removed))
     return model
+
+
+def removable_blocks(model: nn.Module, example_inputs: Any, ignore: Sequence[str]
+                     ) -> list[ResidualBlock]:
+    """The residual blocks of ``model`` that can be replaced exactly, minus ignored ones."""
+    blocks = find_residual_blocks(model, example_inputs)
+    ignored = matching(ignore, [b.path for b in blocks])
+    return [block for block in blocks if block.path not in ignored]
 
 
 def latency_table(model: nn.Module, costs: CostModel, example_inputs: torch.Tensor,
@@ -143,7 +173,8 @@ def latency_table(model: nn.Module, costs: CostModel, example_inputs: torch.Tens
     the half-width files (plus the dense fp32 reference), all measured side by side."""
     grid = measure_layer_grid(costs, precision, batch, threads, show_progress=show_progress)
     table = LatencyTable(precision, batch, threads, runtime_version(), grid)
-    half = {unit: max(1, size // 2) for unit, size in costs.sizes.items()}
+    half = {unit: size if unit in costs.blocks else max(1, size // 2)
+            for unit, size in costs.sizes.items()}
     with temporary_folder() as folder:
         files = {"reference": export_deployed(model, example_inputs, "fp32", Path(folder),
                                               "reference"),
@@ -179,9 +210,11 @@ def plan_compression(pruner: Pruner, batches: Sequence[tuple[Any, torch.Tensor]]
     clock = _Stopwatch()
     example = _example(batches)
     model = plain_model(pruner)
-    costs = build_cost_model(model, pruner.unit_set.groups, example[:1])
+    blocks = removable_blocks(model, example, pruner.config.ignore) if budget.blocks else []
+    costs = build_cost_model(model, pruner.unit_set.groups, example[:1],
+                             [b.path for b in blocks])
     sensitivity = analyze_sensitivity(pruner, batches[:budget.max_batches], ratios=budget.ratios,
-                                      show_progress=show_progress)
+                                      blocks=blocks, show_progress=show_progress)
     clock.lap("sensitivity")
     calibration = [inputs for inputs, _ in batches[:4]]
     table = latency_table(model, costs, example, calibration, precision, budget.batch,
@@ -236,8 +269,10 @@ def _problem(pruner: Pruner, costs: CostModel, sensitivity: Sensitivity, budget:
              step: int | None, table: LatencyTable | None) -> AllocationProblem:
     fixed = {unit: max(1, round(costs.sizes[unit] * (1 - pruner.sparsities[unit])))
              for unit in pruner.overridden}
-    candidates = {unit: candidate_widths(size, step, budget.min_channels, budget.max_ratio,
-                                         fixed.get(unit)) for unit, size in costs.sizes.items()}
+    candidates = {unit: candidate_widths(costs.sizes[unit], step, budget.min_channels,
+                                         budget.max_ratio, fixed.get(unit))
+                  for unit in pruner.units}
+    candidates.update({unit: [1, 0] for unit in costs.blocks})
 
     def loss(unit: str, kept: int) -> float:
         return sensitivity.loss_increase(unit, 1.0 - kept / costs.sizes[unit])

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from compressor.automatic.costs import block_unit
 from compressor.errors import ConfigError
+from compressor.graph.blocks import ResidualBlock
 from compressor.pruning.allocation import select_uniform
 from compressor.pruning.pruner import Pruner
 from compressor.utils.cache import cache_key, read_cached, write_cached
@@ -109,9 +111,11 @@ def evaluation_batches(loader: Iterable[Any], max_batches: int) -> list[tuple[An
 
 def analyze_sensitivity(pruner: Pruner, batches: Sequence[tuple[Any, torch.Tensor]], *,
                         ratios: Sequence[float] = (0.25, 0.5, 0.75),
+                        blocks: Sequence[ResidualBlock] = (),
                         loss_fn: LossFunction | None = None, show_progress: bool = True,
                         cache: bool = True) -> Sensitivity:
-    """Measure every group of ``pruner`` (channel granularity) pruned alone at ``ratios``.
+    """Measure every group of ``pruner`` (channel granularity) pruned alone at ``ratios``, and
+    every residual block of ``blocks`` removed alone (unit ``"block:<path>"``, ratio 1).
 
     Channels are ranked by the pruner's criterion on the current weights. The model is left
     exactly as it was.
@@ -128,7 +132,8 @@ def analyze_sensitivity(pruner: Pruner, batches: Sequence[tuple[Any, torch.Tenso
     if not ratios or not all(0.0 < r < 1.0 for r in ratios):
         raise ConfigError(f"`ratios` must be fractions in (0, 1), got {ratios}.")
     model = pruner.model
-    key = _fingerprint(model, batches, ratios, pruner) if cache else ""
+    key = _fingerprint(model, batches, (ratios, [b.path for b in blocks]), pruner) \
+        if cache else ""
     cached = read_cached("sensitivity", key) if cache else None
     if cached is not None:
         return Sensitivity.from_dict(cached)
@@ -136,13 +141,22 @@ def analyze_sensitivity(pruner: Pruner, batches: Sequence[tuple[Any, torch.Tenso
     scores = pruner.scores()
     baseline = evaluate()
     curves: dict[str, list[dict[str, float]]] = {}
-    work = [(unit, ratio) for unit in pruner.units for ratio in ratios]
-    for unit, ratio in progress(work, "Sensitivity", len(work), show_progress):
-        removed = select_uniform(scores[unit], torch.zeros_like(scores[unit], dtype=torch.bool),
-                                 ratio, keep_at_least=1)
-        with _zeroed(model, pruner.unit_set.masks(model, {unit: removed})):
+    work: list[tuple[str, float, Mapping[str, torch.Tensor]]] = []
+    for unit in pruner.units:
+        for ratio in ratios:
+            removed = select_uniform(scores[unit], torch.zeros_like(scores[unit], dtype=torch.bool),
+                                     ratio, keep_at_least=1)
+            work.append((unit, ratio, pruner.unit_set.masks(model, {unit: removed})))
+    parameters = dict(model.named_parameters())
+    for block in blocks:
+        work.append((block_unit(block.path), 1.0,
+                     {n: torch.zeros_like(parameters[n], dtype=torch.bool)
+                      for n in block.branch_ends if n in parameters}))
+    for unit, ratio, masks in progress(work, "Sensitivity", len(work), show_progress):
+        with _zeroed(model, masks):
             curves.setdefault(unit, []).append({"ratio": ratio, **evaluate()})
     names = {unit: pruner.unit_set.groups[unit].name for unit in pruner.units}
+    names.update({block_unit(block.path): block.path for block in blocks})
     result = Sensitivity(ratios, baseline, curves, names)
     if cache:
         write_cached("sensitivity", key, result.to_dict())
@@ -190,12 +204,12 @@ class _zeroed:
 
 
 def _fingerprint(model: nn.Module, batches: Sequence[tuple[Any, torch.Tensor]],
-                 ratios: tuple[float, ...], pruner: Pruner) -> str:
+                 settings: Any, pruner: Pruner) -> str:
     tensors = [t.detach().cpu().contiguous() for t in model.state_dict().values()
                if isinstance(t, torch.Tensor)]
     data = [t.detach().cpu().contiguous() for inputs, targets in batches
             for t in (*as_args(inputs), targets) if isinstance(t, torch.Tensor)]
     blobs = b"".join(t.numpy().tobytes() if t.dtype != torch.bfloat16 else
                      t.float().numpy().tobytes() for t in tensors + data)
-    return cache_key(type(model).__qualname__, ratios, pruner.units,
+    return cache_key(type(model).__qualname__, settings, pruner.units,
                      pruner.config.criterion.value, blobs)

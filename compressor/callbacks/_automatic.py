@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from torch import nn
 
 from compressor.automatic import CompressionPlan, evaluation_batches, plan_compression
 from compressor.callbacks._inputs import train_loader
+from compressor.callbacks._lightning import rewrap_distributed
 from compressor.callbacks.state import existing_state
 from compressor.errors import ConfigError
+from compressor.graph.surgery import CompactionStep, apply_step
 from compressor.pruning import Budget, Pruner
+from compressor.utils.optim import replace_parameters
 
-__all__ = ["make_plan", "deployed_precision", "plan_folder"]
+__all__ = ["make_plan", "deployed_precision", "plan_folder", "remove_blocks", "unit_ratios"]
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +68,23 @@ def make_plan(trainer: pl.Trainer, pl_module: pl.LightningModule, pruner: Pruner
 def plan_folder(trainer: pl.Trainer) -> Path:
     """Where the plan is written: the trainer's log folder, else its root folder."""
     return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def remove_blocks(trainer: pl.Trainer, student: nn.Module, paths: list[str]) -> None:
+    """Replace the residual blocks at ``paths`` by the identity (the optimizers drop their
+    parameters; a DDP wrapper is rebuilt)."""
+    result = apply_step(student, CompactionStep(identity=paths))
+    for optimizer in trainer.optimizers:
+        replace_parameters(optimizer, result.replaced, result.removed)
+    rewrap_distributed(trainer)
+
+
+def unit_ratios(plan: CompressionPlan, pruner: Pruner) -> dict[str, float]:
+    """The plan's channel ratios for ``pruner``'s units, matched by group name (the pruner may
+    have been rebuilt after blocks were removed, which renumbers the groups)."""
+    kept = plan.kept_by_name()
+    ratios = {}
+    for unit in pruner.units:
+        group = pruner.unit_set.groups[unit]
+        ratios[unit] = 1.0 - min(kept.get(group.name, len(group)), len(group)) / len(group)
+    return ratios

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from compressor.automatic import CompressionPlan
-from compressor.callbacks._automatic import make_plan
+from compressor.callbacks._automatic import make_plan, remove_blocks, unit_ratios
 from compressor.callbacks._clock import Clock
 from compressor.callbacks._finite import check_loss, stop_watching, watching_inputs
 from compressor.callbacks._inputs import example_inputs, train_loader
@@ -136,27 +136,29 @@ class Pruning(pl.Callback):
     def _replay(self, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Before a checkpoint's weights load: bring the student to its compacted shape."""
         saved = checkpoint.get("callbacks", {}).get(self.state_key)
-        if saved and saved.get("compacted"):
+        if saved and saved.get("history"):  # compacted, or blocks removed by the plan
             student = get_student(pl_module, self._path)
             # Histories are cumulative snapshots of the student's compactions: replay only what
             # another compressing callback has not replayed yet.
             done = len(compaction_history(student))
             replay_history(student, saved["history"][done:])
-            self.compacted = True
+            self.compacted = bool(saved.get("compacted"))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.compacted and self.pruner is None:
             example = (example_inputs(trainer, pl_module, self.example_inputs, "Pruning")
                        if self.config.granularity.structured else None)
             # A QAT callback may already have swapped the student for its prepared graph (same
-            # parameters): layer types and tracing then come from the original module.
+            # parameters): layer types and tracing then come from the original module (unless
+            # the plan removed blocks: the student is then the reference).
+            reference = None if self.history else compression_state(pl_module).pristine(self._path)
             self.pruner = Pruner(get_student(pl_module, self._path), self.config, example,
-                                 reference=compression_state(pl_module).pristine(self._path))
+                                 reference=reference)
             if self._pending is not None:
                 self.pruner.load_state_dict(self._pending)
                 self._pending = None
             if self.plan is not None:  # resumed after the automatic allocation
-                self.pruner.assign(self.plan.ratios)
+                self.pruner.assign(unit_ratios(self.plan, self.pruner))
         self._attach(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -253,12 +255,27 @@ class Pruning(pl.Callback):
         if not self.schedule.is_event(now):
             return
         if self.config.allocation is Allocation.AUTO and self.plan is None:
-            self.plan = make_plan(trainer, pl_module, self.pruner)
-            self.pruner.assign(self.plan.ratios)
+            self._follow_plan(trainer, pl_module, make_plan(trainer, pl_module, self.pruner))
         status = self.pruner.update(self.schedule(now))
         self.pruner.criterion.reset()
         self.last_event = now
         self._log(pl_module, status)
+
+    def _follow_plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     plan: CompressionPlan) -> None:
+        """Remove the blocks the plan chose (then prune a rebuilt pruner), assign its ratios."""
+        self.plan = plan
+        if plan.removed_blocks:
+            assert self.pruner is not None
+            self.pruner.detach()
+            student = get_student(pl_module, self._path)
+            remove_blocks(trainer, student, plan.removed_blocks)
+            self.history = compaction_history(student)
+            example = example_inputs(trainer, pl_module, self.example_inputs, "Pruning")
+            self.pruner = Pruner(student, self.config, example)
+            self._attach(trainer)
+        assert self.pruner is not None
+        self.pruner.assign(unit_ratios(plan, self.pruner))
 
     def _log(self, pl_module: pl.LightningModule, status: Any) -> None:
         values = {"pruning/sparsity": status.sparsity, "pruning/target": status.target,
@@ -272,7 +289,7 @@ class Pruning(pl.Callback):
         assert self.pruner is not None
         result = self.pruner.compact()
         for optimizer in trainer.optimizers:
-            replace_parameters(optimizer, result.replaced)
+            replace_parameters(optimizer, result.replaced, result.removed)
         rewrap_distributed(trainer)
         self.history = compaction_history(get_student(pl_module, self._path))
         self.compacted = True

@@ -70,11 +70,13 @@ class CompactionResult:
         step: The replayable record.
         replaced: Old parameter -> (new parameter, kept indices per dim), for moving optimizer
             state.
+        removed: Parameters that left the model (inside blocks replaced by the identity).
     """
 
     model: nn.Module
     step: CompactionStep
     replaced: dict[nn.Parameter, tuple[nn.Parameter, dict[int, list[int]]]]
+    removed: list[nn.Parameter] = field(default_factory=list)
 
 
 def _jsonable(value: Any) -> Any:
@@ -136,12 +138,13 @@ def _set_identity(model: nn.Module, paths: list[str]) -> None:
 
 def apply_step(model: nn.Module, step: CompactionStep) -> CompactionResult:
     """Apply one recorded compaction step to ``model`` in place and add it to its history."""
+    removed = [p for path in step.identity for p in model.get_submodule(path).parameters()]
     _set_identity(model, step.identity)
     replaced = _slice_tensors(model, step.kept)
     _set_attributes(model, step.attributes)
     _record(model, step)
     refresh_mode_state(model)
-    return CompactionResult(model, step, replaced)
+    return CompactionResult(model, step, replaced, removed)
 
 
 def _record(model: nn.Module, step: CompactionStep) -> None:

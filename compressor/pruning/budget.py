@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from compressor.errors import ConfigError
-from compressor.utils.config import Config, PositiveInt
+from compressor.utils.config import Config, PositiveInt, StrictBool
 
 __all__ = ["Budget", "BUDGET_KINDS"]
 
@@ -44,6 +44,9 @@ class Budget(Config):
     """Kept channel counts are multiples of this (``auto``: for latency budgets the step ONNX
     Runtime's kernels run fastest with on this CPU, measured; any count for MACs and parameter
     budgets; ``None``: any count)."""
+    blocks: StrictBool = True
+    """Also weigh replacing whole residual blocks by the identity against narrowing them (the
+    chosen blocks are removed at the first pruning event)."""
     min_channels: PositiveInt = 4
     """Every group keeps at least this many channels (or all, if it has fewer)."""
     max_ratio: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9

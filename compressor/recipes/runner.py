@@ -27,6 +27,7 @@ from compressor.callbacks.timing import EpochTimer
 from compressor.data.datamodules import ClassificationDataModule, create_datamodule
 from compressor.graph.macs import model_size
 from compressor.models.registry import create_model
+from compressor.pruning.budget import Budget
 from compressor.pruning.report import sparsity_report
 from compressor.recipes.report import print_report, render_markdown
 from compressor.recipes.schema import ExportSpec, Recipe, TrainSpec, build_callbacks
@@ -80,24 +81,34 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, progress: bool
     stages[name], checkpoint, final = _run_stage(recipe, name, recipe.train, model, datamodule,
                                                  callbacks, out, progress)
     deployment = None
+    plan = next((c.plan for c in callbacks if getattr(c, "plan", None) is not None), None)
     if recipe.export is not None:
-        deployment = deploy(final, dense, datamodule, recipe.export, out)
+        deployment = deploy(final, dense, datamodule, _with_budget_batch(recipe.export, plan),
+                            out)
         stages[name]["onnx_test_acc"] = deployment["accuracy"]["model"]
         if "dense" in deployment["accuracy"]:
             stages.get("baseline", {})["onnx_test_acc"] = deployment["accuracy"]["dense"]
     metrics = _summary(recipe, stages, checkpoint)
     if deployment is not None:
         metrics["deployment"] = deployment
+    if plan is not None:
+        metrics["automatic"] = budget_outcome(plan, final, dense, deployment, datamodule)
     atomic_write_json(out / "metrics.json", metrics)
     title = f"Run report: {recipe.name}"
     markdown = render_markdown(title, stages)
     if deployment is not None:
         markdown += "\n## ONNX Runtime\n\n" + deployment["title"] + "\n\n" + deployment["table"]
+    if plan is not None:
+        markdown += "\n## Automatic allocation\n\n" + plan.to_markdown() + "\n\n" + \
+            metrics["automatic"]["summary"] + "\n"
+        plan.plot(out / "compression_plan.png")
     atomic_write_text(out / "report.md", markdown)
     if report:
         print_report(title, stages)
         if deployment is not None:
             print(f"\nONNX Runtime ({deployment['title']}):\n{deployment['table']}")
+        if plan is not None:
+            print("\n" + metrics["automatic"]["summary"])
     return RunResult(out, metrics, checkpoint)
 
 
@@ -188,6 +199,48 @@ def deploy(model: torch.nn.Module, dense: torch.nn.Module | None,
             "reports": {k: r.to_dict() for k, r in reports.items()},
             "accuracy": accuracy, "bench": bench.to_dict(), "title": bench.title(),
             "table": bench.to_markdown()}
+
+
+def _with_budget_batch(spec: ExportSpec, plan: Any) -> ExportSpec:
+    """The export settings, timing the batch size of a latency budget too."""
+    if plan is None or not str(next(iter(plan.budget), "")).startswith("latency"):
+        return spec
+    batch = int(plan.budget.get("batch", 32))
+    return spec.model_copy(update={"batch_sizes": tuple(sorted({*spec.batch_sizes, batch}))})
+
+
+def budget_outcome(plan: Any, final: torch.nn.Module, dense: torch.nn.Module | None,
+                   deployment: dict[str, Any] | None,
+                   datamodule: ClassificationDataModule) -> dict[str, Any]:
+    """Budget against what was measured: the exported file's ONNX Runtime speed-up over the
+    dense fp32 file (latency budgets) or the final model's MACs and parameters; a miss larger
+    than the budget's tolerance is a warning with the numbers."""
+    import warnings
+
+    budget = Budget.from_dict(plan.budget)
+    measured: float | None = None
+    if budget.is_latency and deployment is not None:
+        entry = next(m for m in deployment["bench"]["models"] if m["name"] == "model")
+        speedups, latency = entry["speedup_vs_baseline"], entry["latency"].get(str(budget.batch))
+        if budget.kind == "latency_speedup" and str(budget.batch) in speedups:
+            measured = float(speedups[str(budget.batch)])
+        elif budget.kind == "latency_ms" and latency is not None:
+            measured = float(latency["median_ms"])
+    elif not budget.is_latency and dense is not None:
+        example = torch.zeros(1, *datamodule.input_shape)
+        key = "macs" if budget.kind == "macs" else "parameters"
+        measured = model_size(final, example)[key] / model_size(dense, example)[key]
+    if measured is None:
+        summary = f"Budget {plan.budget}: not measured (export with compare_dense to check it)."
+        return {"budget": plan.budget, "measured": None, "summary": summary, "plan": plan.to_dict()}
+    worse = measured < budget.value if budget.kind == "latency_speedup" else measured > budget.value
+    miss = abs(measured / budget.value - 1.0)
+    summary = (f"Budget {budget.kind} {budget.value:g}: measured {measured:.3g} "
+               f"({'missed' if worse else 'met'}, {miss:.1%} from the budget).")
+    if worse and miss > budget.tolerance:
+        warnings.warn(summary, stacklevel=2)
+    return {"budget": plan.budget, "measured": measured, "met": not worse, "summary": summary,
+            "plan": plan.to_dict()}
 
 
 def _summary(recipe: Recipe, stages: dict[str, dict[str, Any]], checkpoint: Path | None

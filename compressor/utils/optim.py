@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -12,10 +12,17 @@ __all__ = ["replace_parameters"]
 Replacement = Mapping[nn.Parameter, tuple[nn.Parameter, Mapping[int, list[int]]]]
 
 
-def replace_parameters(optimizer: torch.optim.Optimizer, replaced: Replacement) -> int:
+def replace_parameters(optimizer: torch.optim.Optimizer, replaced: Replacement,
+                       removed: Iterable[nn.Parameter] = ()) -> int:
     """Swap old parameters for their compacted versions inside ``optimizer``, slicing the
     per-parameter state (momentum, Adam moments) with the same kept indices, so training
-    continues as if the removed entries had never existed. Returns the number swapped."""
+    continues as if the removed entries had never existed; parameters in ``removed`` (whole
+    modules that left the model) are dropped with their state. Returns the number swapped."""
+    gone = {id(parameter) for parameter in removed}
+    for group in optimizer.param_groups:
+        for parameter in [p for p in group["params"] if id(p) in gone]:
+            optimizer.state.pop(parameter, None)
+        group["params"] = [p for p in group["params"] if id(p) not in gone]
     by_id = {id(old): value for old, value in replaced.items()}
     swapped = 0
     for group in optimizer.param_groups:

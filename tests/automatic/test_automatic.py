@@ -19,6 +19,7 @@ from compressor.automatic import (
     evaluation_batches,
     plan_compression,
 )
+from compressor.automatic.plan import removable_blocks
 from compressor.callbacks import Pruning
 from compressor.graph.macs import count_macs
 from compressor.models import create_model
@@ -184,3 +185,49 @@ def test_a_latency_budget_is_met_on_the_exported_file(trained):
     measured = plan.checks[-1]["reference_ms"] / plan.checks[-1]["measured_ms"]
     assert measured == pytest.approx(1.3, rel=0.1)
     assert plan.channel_step in (4, 8, 16)
+
+
+def test_removed_blocks_take_their_macs_and_parameters_with_them():
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, in_channels=1)
+    inputs = torch.randn(2, 1, 28, 28)
+    pruner = Pruner(model, PruningConfig(granularity="channel", sparsity=0.5), inputs)
+    blocks = [b.path for b in removable_blocks(model, inputs, ())]
+    assert len(blocks) == 7  # the blocks whose shortcut is the identity
+    costs = build_cost_model(model, pruner.unit_set.groups, inputs[:1], blocks)
+    kept = {**costs.dense(), f"block:{blocks[0]}": 0, f"block:{blocks[3]}": 0}
+    kept.update({unit: size // 2 for unit, size in kept.items() if unit.startswith("channel")})
+    compacted = compact_copy(model, kept, inputs)
+    assert costs.macs(kept) == count_macs(compacted, inputs[:1])
+    assert costs.params(kept) == count_parameters(compacted)
+
+
+def test_a_plan_that_removes_blocks_is_followed_and_survives_resume(tmp_path, monkeypatch):
+    import compressor.callbacks._automatic as automatic
+
+    real = automatic.plan_compression
+
+    def with_block_removed(pruner, batches, budget, precision):
+        plan = real(pruner, batches, budget, precision, show_progress=False)
+        plan.kept["block:layers.0.0"] = 0
+        plan.sizes["block:layers.0.0"] = 1
+        return plan
+
+    monkeypatch.setattr(automatic, "plan_compression", with_block_removed)
+
+    def run(ckpt=None, callbacks=()):
+        torch.manual_seed(0)
+        model = create_model("resnet8", num_classes=10, in_channels=1)
+        pruning = Pruning("channel", allocation="auto", budget={"macs": 0.6, "blocks": False},
+                          schedule="linear", start_epoch=0, end_epoch=2, example_inputs=INPUTS)
+        fit = trainer(3, [pruning, *callbacks], limit_train_batches=4)
+        fit.fit(PlainModule(model), train_dataloaders=digits_loader(), ckpt_path=ckpt)
+        return model, pruning
+
+    saver = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+    model, pruning = run(callbacks=[saver])
+    assert type(model.layers[0][0]).__name__ == "Identity" and pruning.compacted
+    resumed_model, resumed = run(ckpt=str(tmp_path / "epoch=0.ckpt"))
+    assert type(resumed_model.layers[0][0]).__name__ == "Identity"
+    assert resumed.plan.kept == pruning.plan.kept
+    assert [p.shape for p in resumed_model.parameters()] == [p.shape for p in model.parameters()]

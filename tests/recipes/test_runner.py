@@ -97,3 +97,21 @@ def test_full_pipeline_exports_int8_and_compares_with_dense(tmp_path):
 def test_quantization_section_is_validated():
     with pytest.raises(ConfigError, match="must not be before the QAT start"):
         recipe_from_dict({"name": "x", "quantization": {"start_epoch": 3, "freeze_bn_epoch": 1}})
+
+
+def test_an_automatic_budget_is_reported_against_the_measured_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSOR_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = recipe_from_dict({
+        "name": "digits-auto", "model": {"name": "resnet8"}, "data": {"name": "digits"},
+        "train": {"epochs": 2, "optimizer": {"lr": 0.05}, "limit_train_batches": 4},
+        "pruning": [{"granularity": "channel", "allocation": "auto",
+                     "budget": {"macs": 0.5, "blocks": False}, "schedule": "one-shot",
+                     "start_epoch": 0}],
+        "export": {"batch_sizes": [1], "latency_repeats": 2},
+    })
+    result = run_recipe(recipe, tmp_path, progress=False, report=False)
+    outcome = result.metrics["automatic"]
+    assert outcome["met"] and 0.49 <= outcome["measured"] <= 0.5
+    report = (tmp_path / "report.md").read_text()
+    assert "## Automatic allocation" in report and "| Group | Channels | Kept |" in report
+    assert (tmp_path / "compression_plan.png").stat().st_size > 0

@@ -119,7 +119,7 @@ def compress(name: str, granularity: str = "channel", sparsity: float = 0.5) -> 
     inputs = spec.inputs(8)
     labels = torch.randint(0, dense_output.shape[-1], (8,), generator=torch.Generator().manual_seed(0))
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=4)
-    pruning = Pruning(granularity, sparsity, criterion="l1", schedule="one-shot", start_epoch=0)
+    pruning = Pruning(granularity, sparsity=sparsity, criterion="l1", schedule="one-shot", start_epoch=0)
     masked, compacted = OutputProbe(probe_inputs), OutputProbe(probe_inputs)
     parameters = count_parameters(net)
     trainer = pl.Trainer(max_epochs=2, callbacks=[masked, pruning, compacted], logger=False,
