@@ -85,17 +85,23 @@ def table(rows: list[dict]) -> str:
     lines = []
     for row in rows:
         if not row["met"]:
-            lines.append([row["model"], f"{row['budget']:g}x", "not reachable by channels alone: "
-                          f"best {row['best_predicted']:.2f}x predicted", "", "", "", "",
+            lines.append([row["model"], f"{row['budget']:g}x", "not reachable: best "
+                          f"{row['best_predicted']:.2f}x predicted", "", "", "", "", "", "",
                           f"{row['plan_seconds']:.0f} s"])
             continue
         miss = row["measured_b32"] / row["budget"] - 1.0
+        kept = row["plan"]["kept"]
+        blocks = sum(1 for unit, k in kept.items() if unit.startswith("block:") and k == 0)
+        channels = [(k, row["plan"]["sizes"][u]) for u, k in kept.items()
+                    if u.startswith("channel:")]
+        kept_share = sum(k for k, _ in channels) / sum(n for _, n in channels)
         lines.append([row["model"], f"{row['budget']:g}x", f"{row['measured_b32']:.2f}x",
                       f"{miss:+.1%}", f"{row['measured_b1']:.2f}x",
                       f"{row['prediction_error']:+.1%}", str(row["channel_step"]),
-                      f"{row['plan_seconds']:.0f} s"])
+                      f"{kept_share:.0%}", str(blocks), f"{row['plan_seconds']:.0f} s"])
     return markdown_table(["Model", "Budget (b32)", "Measured b32", "Miss", "Measured b1",
-                           "Table prediction error", "Channel step", "Plan time"], lines)
+                           "Table prediction error", "Channel step", "Channels kept",
+                           "Blocks removed", "Plan time"], lines)
 
 
 def main() -> None:
