@@ -50,6 +50,7 @@ def make_plan(trainer: pl.Trainer, pl_module: pl.LightningModule, pruner: Pruner
     every rank prunes the same channels), written next to the logs."""
     budget = pruner.config.budget
     assert budget is not None
+    folder = plan_folder(trainer)  # on every rank: Trainer.log_dir is a collective under DDP
     data: dict[str, Any] | None = None
     if trainer.is_global_zero:
         plan = plan_compression(pruner, _batches(trainer, pl_module, max(budget.max_batches, 4)),
@@ -58,7 +59,6 @@ def make_plan(trainer: pl.Trainer, pl_module: pl.LightningModule, pruner: Pruner
     data = trainer.strategy.broadcast(data, src=0)
     plan = CompressionPlan.from_dict(data)
     if trainer.is_global_zero:
-        folder = plan_folder(trainer)
         plan.save(folder / "compression_plan.json")
         plan.plot(folder / "compression_plan.png")
         log.info("Automatic allocation for %s:\n%s", budget.settings(), plan.to_markdown())
