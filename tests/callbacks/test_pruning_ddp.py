@@ -12,6 +12,15 @@ from compressor.errors import ConfigError
 from compressor.models import create_model
 from compressor.training import ClassificationModule
 
+#: Two CPU processes, a few digits batches; the script defines ``module``, ``pruning``, ``CHECK``.
+FIT = """
+trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp",
+                     callbacks=[pruning, CHECK], logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False,
+                     limit_train_batches=4, limit_val_batches=1)
+trainer.fit(module, datamodule=DigitsDataModule(batch_size=32))
+"""
+
 SCRIPT = """
 import pytorch_lightning as pl
 import torch
@@ -38,12 +47,7 @@ model = create_model("resnet8", num_classes=10, in_channels=1, width_mult=0.5)
 module = ClassificationModule(model, 10, (1, 8, 8), optimizer={"lr": 0.05})
 pruning = Pruning("channel", sparsity=0.5, schedule="linear", start_epoch=0, end_epoch=1,
                   example_inputs=torch.randn(2, 1, 8, 8))
-trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp",
-                     callbacks=[pruning, CheckInSync()], logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False,
-                     limit_train_batches=4, limit_val_batches=1)
-trainer.fit(module, datamodule=DigitsDataModule(batch_size=32))
-"""
+""" + "CHECK = CheckInSync()\n" + FIT
 
 
 @pytest.mark.slow
@@ -96,12 +100,7 @@ module = ClassificationModule(model, 10, (1, 8, 8), optimizer={"lr": 0.05})
 pruning = Pruning("channel", allocation="auto", budget={"macs": 0.5}, criterion="taylor",
                   schedule="linear", start_epoch=0, end_epoch=1,
                   example_inputs=torch.randn(2, 1, 8, 8))
-trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp",
-                     callbacks=[pruning, SamePlan()], logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False,
-                     limit_train_batches=4, limit_val_batches=1)
-trainer.fit(module, datamodule=DigitsDataModule(batch_size=32))
-"""
+""" + "CHECK = SamePlan()\n" + FIT
 
 
 @pytest.mark.slow
