@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from compressor.automatic.costs import Choice, CostModel, Layer
-from compressor.errors import ConfigError
 from compressor.utils.cache import cache_key, read_cached, write_cached
 from compressor.utils.progress import progress
 
@@ -307,13 +306,6 @@ def measure_models(files: Mapping[str, Path], batch: int, threads: int,
 def temporary_folder() -> tempfile.TemporaryDirectory[str]:
     """A folder for the exports a latency measurement needs."""
     return tempfile.TemporaryDirectory(prefix="compressor-latency-")
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` if it is ``int8`` or ``fp32``."""
-    if precision not in ("int8", "fp32"):
-        raise ConfigError(f"`precision` must be 'int8' or 'fp32', got {precision!r}.")
-    return precision
 
 
 def measure_channel_step(costs: CostModel, precision: str, batch: int, threads: int,

@@ -12,6 +12,7 @@ of the prediction is corrected by the measured ratio and the allocation repeated
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -227,9 +228,11 @@ def plan_compression(pruner: Pruner, batches: Sequence[tuple[Any, torch.Tensor]]
     chosen = allocate(problem, target, describe)
     checks: list[dict[str, float]] = []
     if table is not None:
-        candidate = _Candidate(model, pruner.config.ignore, table, example, calibration)
-        chosen = _checked(problem, chosen, target, describe, budget, candidate, checks,
-                          corrections)
+        with temporary_folder() as folder:
+            candidate = _Candidate(model, pruner.config.ignore, table, example, calibration,
+                                   Path(folder))
+            chosen = _checked(problem, chosen, target, describe, budget, candidate, checks,
+                              corrections)
     clock.lap("allocation")
     return CompressionPlan(budget.settings(), precision, dict(costs.sizes), chosen.kept,
                            {u: sensitivity.names.get(u, u) for u in costs.sizes}, step,
@@ -295,7 +298,7 @@ def _target(budget: Budget, costs: CostModel, table: LatencyTable | None) -> tup
         lambda ms: f"{table.reference_ms / ms:.2f}x over dense fp32"
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Candidate:
     """How a candidate choice is measured on the real file."""
 
@@ -304,17 +307,21 @@ class _Candidate:
     table: LatencyTable
     example: torch.Tensor
     calibration: Sequence[Any]
+    folder: Path
+
+    @functools.cached_property
+    def reference(self) -> Path:
+        """The dense fp32 file, exported once for every check."""
+        return export_deployed(self.model, self.example, "fp32", self.folder, "reference")
 
     def measure(self, kept: Choice) -> float:
         """The candidate's latency, expressed against the table's fp32 reference (both files
         are timed side by side)."""
-        with temporary_folder() as folder:
-            compacted = compact_copy(self.model, kept, self.example, self.ignore)
-            files = {"candidate": export_deployed(compacted, self.example, self.table.precision,
-                                                  Path(folder), "candidate", self.calibration),
-                     "reference": export_deployed(self.model, self.example, "fp32", Path(folder),
-                                                  "reference")}
-            measured = measure_models(files, self.table.batch, self.table.threads)
+        compacted = compact_copy(self.model, kept, self.example, self.ignore)
+        files = {"candidate": export_deployed(compacted, self.example, self.table.precision,
+                                              self.folder, "candidate", self.calibration),
+                 "reference": self.reference}
+        measured = measure_models(files, self.table.batch, self.table.threads)
         return measured["candidate"] * self.table.reference_ms / measured["reference"]
 
 

@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from compressor.automatic.costs import block_unit
-from compressor.errors import ConfigError
+from compressor.distillation.kd import logits_of
+from compressor.errors import CompressorError, ConfigError
 from compressor.graph.blocks import ResidualBlock
 from compressor.pruning.allocation import select_uniform
 from compressor.pruning.pruner import Pruner
@@ -124,7 +125,8 @@ def analyze_sensitivity(pruner: Pruner, batches: Sequence[tuple[Any, torch.Tenso
         pruner: A channel ``Pruner`` of the model (its masks are not touched).
         batches: ``(inputs, targets)`` pairs, e.g. from :func:`evaluation_batches`.
         ratios: Fractions of each group's channels removed, in ``(0, 1)``.
-        loss_fn: ``loss_fn(output, targets)``; default cross-entropy on logits.
+        loss_fn: ``loss_fn(output, targets)``; default cross-entropy on the logits (the output
+            tensor, or its ``logits`` as in transformers' outputs).
         show_progress: Show a progress bar.
         cache: Reuse (and store) the result for the same weights, batches and settings.
     """
@@ -164,7 +166,12 @@ def analyze_sensitivity(pruner: Pruner, batches: Sequence[tuple[Any, torch.Tenso
 
 
 def _cross_entropy(output: Any, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(output, targets)
+    logits = _logits(output)
+    if logits is None:
+        raise ConfigError(f"The model returns a {type(output).__name__}, not logits (nor an "
+                          "object with a `logits` tensor); pass `loss_fn(output, targets)` to "
+                          "analyze_sensitivity.")
+    return F.cross_entropy(logits, targets)
 
 
 def _evaluator(model: nn.Module, batches: Sequence[tuple[Any, torch.Tensor]],
@@ -175,11 +182,19 @@ def _evaluator(model: nn.Module, batches: Sequence[tuple[Any, torch.Tensor]],
             for inputs, targets in batches:
                 output = model(*as_args(inputs))
                 total_loss += float(loss_fn(output, targets)) * len(targets)
-                if isinstance(output, torch.Tensor) and output.ndim == 2:
-                    correct += int((output.argmax(1) == targets).sum())
+                logits = _logits(output)
+                if logits is not None and logits.ndim == 2:
+                    correct += int((logits.argmax(1) == targets).sum())
                 count += len(targets)
         return {"loss": total_loss / count, "accuracy": correct / count}
     return evaluate
+
+
+def _logits(output: Any) -> torch.Tensor | None:
+    try:
+        return logits_of(output, "model")
+    except CompressorError:
+        return None
 
 
 class _zeroed:

@@ -203,9 +203,10 @@ def deploy(model: torch.nn.Module, dense: torch.nn.Module | None,
 
 def _with_budget_batch(spec: ExportSpec, plan: Any) -> ExportSpec:
     """The export settings, timing the batch size of a latency budget too."""
-    if plan is None or not str(next(iter(plan.budget), "")).startswith("latency"):
+    budget = Budget.from_dict(plan.budget) if plan is not None else None
+    if budget is None or not budget.is_latency:
         return spec
-    batch = int(plan.budget.get("batch", 32))
+    batch = budget.batch
     return spec.model_copy(update={"batch_sizes": tuple(sorted({*spec.batch_sizes, batch}))})
 
 
