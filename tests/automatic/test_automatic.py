@@ -183,7 +183,10 @@ def test_a_latency_budget_is_met_on_the_exported_file(trained):
     plan = plan_compression(pruner, evaluation_batches(digits_loader(), 2), pruner.config.budget,
                             precision="fp32", show_progress=False)
     measured = plan.checks[-1]["reference_ms"] / plan.checks[-1]["measured_ms"]
-    assert measured == pytest.approx(1.3, rel=0.1)
+    # On a model this small one allowed step of 16 channels can pass the budget by far (the
+    # +-10 % figures are benchmarks/automatic.py's, on real sizes): here the budget must be met.
+    assert measured >= 1.3 * (1 - pruner.config.budget.tolerance / 2)
+    assert plan.predicted["speedup"] > 1.0 and len(plan.checks) >= 1
     assert plan.channel_step in (4, 8, 16)
 
 
